@@ -108,6 +108,19 @@ impl NetConf {
         }
     }
 
+    /// GC's `cni.dev/valid-attachments`: the attachments whose resources
+    /// must be kept. Missing is an error (code 7): a GC that guessed would
+    /// release everything.
+    pub fn valid_attachments(&self) -> Result<Vec<Attachment>> {
+        const KEY: &str = "cni.dev/valid-attachments";
+        match self.extra.get(KEY) {
+            None | Some(Value::Null) => Err(Error::invalid_config(format!(
+                "GC needs {KEY:?} in the configuration"
+            ))),
+            Some(v) => from_value(v.clone(), KEY),
+        }
+    }
+
     /// A key under `args.cni` (the conventions' way to pass per-container arguments).
     pub fn cni_arg<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         match self
@@ -171,6 +184,14 @@ pub fn is_safe_identifier(s: &str) -> bool {
         _ => return false,
     }
     chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// One attachment: a container id and the interface name it was attached with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
 }
 
 /// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
@@ -245,6 +266,26 @@ mod tests {
         let err = conf.plugin_fields::<P>().unwrap_err();
         assert_eq!(err.code(), Code::InvalidConfig);
         assert!(err.to_string().contains("mtu"), "{err}");
+    }
+
+    #[test]
+    fn test_valid_attachments() {
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            conf.valid_attachments().unwrap(),
+            vec![Attachment {
+                container_id: "a".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        let conf = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t"}"#).unwrap();
+        assert_eq!(
+            conf.valid_attachments().unwrap_err().code(),
+            Code::InvalidConfig
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ mod version;
 
 pub use code::Code;
 pub use conf::{
-    decode, from_value, is_safe_identifier, validate_network_name, CniArgs, IpamConf, NetConf,
+    decode, from_value, is_safe_identifier, validate_network_name, Attachment, CniArgs, IpamConf,
+    NetConf,
 };
 pub use result::{Dns, Interface, IpConfig, NetResult, Route};
 pub use version::{UnknownVersion, Version};
