@@ -1,7 +1,7 @@
 //! The crate's error: every module's error composed, and the one mapping to spec codes.
 
 use crate::spec::Code;
-use crate::{netlink, ns};
+use crate::{ipmasq, netlink, ns};
 
 /// Any failure a plugin reports. [`Error::code`] is the only place that
 /// decides which spec code a failure carries.
@@ -18,6 +18,8 @@ pub enum Error {
     Ns(#[from] ns::Error),
     #[error(transparent)]
     Netlink(#[from] netlink::Error),
+    #[error(transparent)]
+    Ipmasq(#[from] ipmasq::Error),
     /// A file operation, naming the file.
     #[error("{what} {path}: {source}")]
     File {
@@ -80,7 +82,7 @@ impl Error {
             Error::Ns(ns::Error::NotNetns { .. } | ns::Error::OwnNamespace { .. }) => {
                 Code::InvalidEnvironment
             }
-            Error::Ns(_) | Error::Netlink(_) => Code::Internal,
+            Error::Ns(_) | Error::Netlink(_) | Error::Ipmasq(_) => Code::Internal,
             Error::File { .. } => Code::Io,
         }
     }
