@@ -8,11 +8,14 @@
 //! - `testing` (feature `testing`): throwaway namespaces and a plugin runner.
 
 pub mod error;
+pub mod invoke;
+pub mod ipam;
 pub mod ipmasq;
 pub mod netlink;
 pub mod ns;
 pub mod skel;
 pub mod spec;
+pub mod spoofcheck;
 #[cfg(feature = "testing")]
 pub mod testing;
 

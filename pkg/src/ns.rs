@@ -39,6 +39,12 @@ pub struct NetNs {
     path: PathBuf,
 }
 
+impl AsRawFd for NetNs {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl NetNs {
     /// Opens the namespace at `path` (a bind mount such as `/run/netns/x`, or
     /// `/proc/<pid>/ns/net`) for configuring a container: the path must be a

@@ -200,12 +200,18 @@ pub fn skip_or_fail(reason: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("namespace test cannot run under CI=true: {reason}");
     }
-    eprintln!("SKIP: {reason}");
+    say(&format!("SKIP: {reason}"));
 }
 
 /// Skips the calling test because the kernel lacks `feature`: allowed under CI too.
 pub fn skip_missing_kernel_feature(feature: &str) {
-    eprintln!("SKIP: the kernel lacks {feature}");
+    say(&format!("SKIP: the kernel lacks {feature}"));
+}
+
+/// Writes a line to the real stderr: libtest captures `eprintln!` of passing
+/// tests, and a skip must show in the log.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// One plugin binary, the namespace it runs in, and its environment.

@@ -30,6 +30,8 @@ pub enum Code {
     LimitedConnectivity,
     /// 999: anything else (a kernel refusal, an unexpected failure).
     Internal,
+    /// Any other number, passed through from a delegated plugin's error.
+    Other(u32),
 }
 
 impl Code {
@@ -47,7 +49,28 @@ impl Code {
             Code::NotAvailable => 50,
             Code::LimitedConnectivity => 51,
             Code::Internal => 999,
+            Code::Other(n) => n,
         }
+    }
+
+    /// The code a number stands for (what a delegated plugin reported).
+    pub fn from_number(n: u32) -> Code {
+        [
+            Code::IncompatibleVersion,
+            Code::UnsupportedField,
+            Code::UnknownContainer,
+            Code::InvalidEnvironment,
+            Code::Io,
+            Code::Decoding,
+            Code::InvalidConfig,
+            Code::TryAgainLater,
+            Code::NotAvailable,
+            Code::LimitedConnectivity,
+            Code::Internal,
+        ]
+        .into_iter()
+        .find(|c| c.number() == n)
+        .unwrap_or(Code::Other(n))
     }
 }
 
