@@ -248,39 +248,79 @@ fn setup_lines(nat: &Nat, w: &Wanted) -> Vec<String> {
     lines
 }
 
-/// Sets up every family of `addrs`. With `probe`, a first `iptables-save`
-/// that fails means "iptables does not work here": returns `Ok(false)`
-/// having changed nothing, so the caller can use nftables.
+/// How one family's setup ended.
+enum Outcome {
+    Written,
+    /// `iptables-save` failed: iptables may not work here at all.
+    Unreadable(Error),
+    Refused(Error),
+}
+
+fn setup_family(t: Target, family: Family, addrs: &[IpNet], exclude: &[IpNet]) -> Outcome {
+    let nat = match read(t, family) {
+        Ok(nat) => nat,
+        Err(e) => return Outcome::Unreadable(e),
+    };
+    let w = wanted(t, family, addrs, exclude);
+    let what = format!("setting up chain {}", w.chain);
+    match write(t, family, &setup_lines(&nat, &w), &what) {
+        Ok(()) => Outcome::Written,
+        Err(e) => Outcome::Refused(e),
+    }
+}
+
+/// Runs `f` for each family at once (one thread each): the processes of
+/// IPv4 and IPv6 overlap, the kernel serialises the commits.
+fn per_family<T: Send>(families: &[Family], f: impl Fn(Family) -> T + Sync) -> Vec<T> {
+    match families {
+        [one] => vec![f(*one)],
+        _ => std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = families
+                .iter()
+                .map(|fam| s.spawn(move || f(*fam)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("iptables thread panicked"))
+                .collect()
+        }),
+    }
+}
+
+/// Sets up every family of `addrs`, the families at once. With `probe`,
+/// when no family's `iptables-save` works, iptables does not work here:
+/// returns `Ok(false)` having changed nothing, so the caller can use
+/// nftables. When a family fails, the others' rules are removed again.
 pub(super) fn setup(t: Target, addrs: &[IpNet], exclude: &[IpNet], probe: bool) -> Result<bool> {
-    let mut done = Vec::new();
-    for family in Family::ALL {
-        if !addrs.iter().any(|a| Family::of(a) == family) {
-            continue;
-        }
-        let result = read(t, family).and_then(|nat| {
-            let w = wanted(t, family, addrs, exclude);
-            write(
-                t,
-                family,
-                &setup_lines(&nat, &w),
-                &format!("setting up chain {}", w.chain),
-            )
-        });
-        match result {
-            Ok(()) => done.push(family),
-            Err(Error::Spawn { .. } | Error::Tool { .. }) if probe && done.is_empty() => {
-                return Ok(false)
-            }
-            Err(e) => {
-                // Undo the families already written: nothing of a failed setup stays.
-                for f in done {
-                    let _ = teardown_family(t, f);
-                }
-                return Err(e);
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|f| addrs.iter().any(|a| Family::of(a) == *f))
+        .collect();
+    let outcomes = per_family(&families, |f| setup_family(t, f, addrs, exclude));
+    if probe && outcomes.iter().all(|o| matches!(o, Outcome::Unreadable(_))) {
+        return Ok(false);
+    }
+    let mut written = Vec::new();
+    let mut first_error = None;
+    for (family, outcome) in families.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Written => written.push(family),
+            Outcome::Unreadable(e) | Outcome::Refused(e) => {
+                first_error.get_or_insert(e);
             }
         }
     }
-    Ok(true)
+    match first_error {
+        None => Ok(true),
+        Some(e) => {
+            // Nothing of a failed setup stays.
+            for f in written {
+                let _ = teardown_family(t, f);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn teardown_family(t: Target, family: Family) -> Result<()> {
@@ -310,9 +350,9 @@ fn unusable(e: &Error) -> bool {
 
 /// Removes the attachment's chain and every jump to it, in both families.
 pub(super) fn teardown(t: Target) -> Result<()> {
-    let errors: Vec<Error> = Family::ALL
+    let errors: Vec<Error> = per_family(&Family::ALL, |f| teardown_family(t, f))
         .into_iter()
-        .filter_map(|f| teardown_family(t, f).err())
+        .filter_map(Result::err)
         .collect();
     Error::several(errors)
 }

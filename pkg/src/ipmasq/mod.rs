@@ -157,10 +157,15 @@ pub fn teardown(network: &str, container_id: &str, ifname: &str) -> crate::Resul
         container_id,
         ifname,
     };
-    let mut errors = Vec::new();
-    errors.extend(iptables::teardown(t).err());
-    errors.extend(nftables::teardown(t).err());
-    Ok(Error::several(errors)?)
+    // Both forms at once: the reads (one process each) overlap.
+    let (ipt, nft) = std::thread::scope(|s| {
+        let ipt = s.spawn(|| iptables::teardown(t));
+        let nft = nftables::teardown(t);
+        (ipt.join().expect("iptables teardown panicked"), nft)
+    });
+    Ok(Error::several(
+        [ipt.err(), nft.err()].into_iter().flatten().collect(),
+    )?)
 }
 
 /// Fails, naming the rule, when a rule [`setup`] writes for these arguments

@@ -11,7 +11,7 @@
 //! transaction (the kernel deletes a chain with rules in it).
 
 use ipnet::IpNet;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{
     multicast, nft_comment, nft_instance_hash, nft_network_hash, run, Attachment, Error, Result,
@@ -36,6 +36,9 @@ struct Table {
     checks: Vec<Rule>,
     /// Whether `postrouting` exists and ends in `goto masq_checks`.
     postrouting_ok: bool,
+    /// Whether the table, both chains and `postrouting`'s rules are exactly
+    /// what setup writes, so setup can leave them alone.
+    skeleton_exact: bool,
 }
 
 impl Table {
@@ -45,8 +48,20 @@ impl Table {
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let mut last_postrouting = None;
+        let mut postrouting = Vec::new();
+        let (mut checks_chain, mut base_chain) = (false, false);
         for item in items {
+            let chain = &item["chain"];
+            match chain["name"].as_str() {
+                Some(CHECKS) => checks_chain = true,
+                Some(POSTROUTING) => {
+                    base_chain = chain["type"] == "nat"
+                        && chain["hook"] == "postrouting"
+                        && chain["prio"] == 100
+                        && chain["policy"] == "accept"
+                }
+                _ => {}
+            }
             let rule = &item["rule"];
             if rule.is_null() {
                 continue;
@@ -57,12 +72,30 @@ impl Table {
                     comment: rule["comment"].as_str().unwrap_or("").to_string(),
                     expr: rule["expr"].clone(),
                 }),
-                Some(POSTROUTING) => last_postrouting = Some(&rule["expr"]),
+                Some(POSTROUTING) => postrouting.push(&rule["expr"]),
                 _ => {}
             }
         }
-        table.postrouting_ok =
-            last_postrouting.is_some_and(|e| e[0]["goto"]["target"].as_str() == Some(CHECKS));
+        table.postrouting_ok = postrouting
+            .last()
+            .is_some_and(|e| e[0]["goto"]["target"].as_str() == Some(CHECKS));
+        let skip_multicast = |protocol: &str, addr: &str, len: u8| {
+            json!([
+                {"match": {"op": "==",
+                           "left": {"payload": {"protocol": protocol, "field": "daddr"}},
+                           "right": {"prefix": {"addr": addr, "len": len}}}},
+                {"return": null}
+            ])
+        };
+        let wanted = [
+            skip_multicast("ip", "224.0.0.0", 4),
+            skip_multicast("ip6", "ff00::", 8),
+            json!([{"goto": {"target": CHECKS}}]),
+        ];
+        table.skeleton_exact = checks_chain
+            && base_chain
+            && postrouting.len() == wanted.len()
+            && postrouting.iter().zip(&wanted).all(|(a, b)| *a == b);
         table
     }
 
@@ -171,9 +204,33 @@ fn rule_text(t: Target, a: &IpNet, exclude: &[IpNet]) -> String {
     )
 }
 
-/// The setup transaction: the table and chains (created if missing),
-/// `postrouting` rewritten, this attachment's old rules out, its rules in.
-fn setup_script(t: Target, stale: &[u64], addrs: &[IpNet], exclude: &[IpNet]) -> String {
+/// The setup transaction: the table and chains (created if missing) and
+/// `postrouting` rewritten unless `skeleton_exact`, this attachment's old
+/// rules out, its rules in. Leaving an exact `postrouting` alone matters
+/// for speed: a transaction that deletes rules (the flush) waits for an RCU
+/// grace period, several milliseconds, where one that only adds does not.
+fn setup_script(
+    t: Target,
+    skeleton_exact: bool,
+    stale: &[u64],
+    addrs: &[IpNet],
+    exclude: &[IpNet],
+) -> String {
+    let mut s = String::new();
+    if !skeleton_exact {
+        s += &skeleton();
+    }
+    for h in stale {
+        s += &format!("delete rule {TABLE} {CHECKS} handle {h}\n");
+    }
+    for a in addrs {
+        s += &format!("add rule {TABLE} {CHECKS} {}\n", rule_text(t, a, exclude));
+    }
+    s
+}
+
+/// The table, its chains and `postrouting`'s rules, as the reference writes them.
+fn skeleton() -> String {
     let mut s = String::new();
     s += &format!(
         "add table {TABLE} {{ comment \"Masquerading for plugins from github.com/containernetworking/plugins\" ; }}\n"
@@ -194,12 +251,6 @@ fn setup_script(t: Target, stale: &[u64], addrs: &[IpNet], exclude: &[IpNet]) ->
         multicast(false)
     );
     s += &format!("add rule {TABLE} {POSTROUTING} goto {CHECKS}\n");
-    for h in stale {
-        s += &format!("delete rule {TABLE} {CHECKS} handle {h}\n");
-    }
-    for a in addrs {
-        s += &format!("add rule {TABLE} {CHECKS} {}\n", rule_text(t, a, exclude));
-    }
     s
 }
 
@@ -220,7 +271,7 @@ pub(super) fn setup(t: Target, addrs: &[IpNet], exclude: &[IpNet]) -> Result<()>
     let stale = table.handles_with_prefix(&nft_instance_hash(t.network, t.ifname, t.container_id));
     write(
         t,
-        &setup_script(t, &stale, addrs, exclude),
+        &setup_script(t, table.skeleton_exact, &stale, addrs, exclude),
         &format!("adding rules to {TABLE} chain {CHECKS}"),
     )
 }
@@ -390,9 +441,35 @@ mod tests {
     }
 
     #[test]
+    fn test_table_parse_skeleton_exact() {
+        // As `nft -j list table` prints what setup writes (nft 1.0.6).
+        let listed = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"table": {"family": "inet", "name": "cni_plugins_masquerade", "handle": 1}},
+          {"chain": {"family": "inet", "table": "cni_plugins_masquerade", "name": "masq_checks", "handle": 1}},
+          {"chain": {"family": "inet", "table": "cni_plugins_masquerade", "name": "postrouting", "handle": 2,
+                     "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+          {"rule": {"family": "inet", "table": "cni_plugins_masquerade", "chain": "postrouting", "handle": 3,
+                    "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                              "right": {"prefix": {"addr": "224.0.0.0", "len": 4}}}}, {"return": null}]}},
+          {"rule": {"family": "inet", "table": "cni_plugins_masquerade", "chain": "postrouting", "handle": 4,
+                    "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                              "right": {"prefix": {"addr": "ff00::", "len": 8}}}}, {"return": null}]}},
+          {"rule": {"family": "inet", "table": "cni_plugins_masquerade", "chain": "postrouting", "handle": 5,
+                    "expr": [{"goto": {"target": "masq_checks"}}]}}]}"#;
+        let json: Value = serde_json::from_str(listed).unwrap();
+        let table = Table::parse(&json);
+        assert!(table.skeleton_exact && table.postrouting_ok);
+        // Without the IPv6 multicast rule, setup rewrites postrouting.
+        let trimmed = listed.replace(r#""ff00::""#, r#""fe00::""#);
+        let table = Table::parse(&serde_json::from_str(&trimmed).unwrap());
+        assert!(!table.skeleton_exact && table.postrouting_ok);
+        assert!(!Table::default().skeleton_exact);
+    }
+
+    #[test]
     fn test_setup_script_deletes_stale_first() {
         let v4: IpNet = "10.1.0.5/24".parse().unwrap();
-        let s = setup_script(target(), &[7], &[v4], &[]);
+        let s = setup_script(target(), false, &[7], &[v4], &[]);
         let del = s
             .find("delete rule inet cni_plugins_masquerade masq_checks handle 7")
             .unwrap();
@@ -401,5 +478,7 @@ mod tests {
             .unwrap();
         assert!(del < add);
         assert!(s.contains("priority srcnat"));
+        let s = setup_script(target(), true, &[], &[v4], &[]);
+        assert_eq!(s.lines().count(), 1, "{s}");
     }
 }
