@@ -9,17 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --quiet --workspace --bins
-export BIN="$PWD/target/release" REF=/usr/lib/cni
+export BIN="${CARGO_TARGET_DIR:-$PWD/target}/release" REF=/usr/lib/cni
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   for f in scripts/bench/*.sh; do names+=("$(basename "$f" .sh)"); done
 fi
 export TMPDIR="$PWD/target/bench-tmp"
+# /run (xtables lock, named netns) is private too, unless the checkout lives there.
+export private_run=1
+case "$PWD/" in /run/*) private_run=0 ;; esac
 mkdir -p "$TMPDIR"
 for name in "${names[@]}"; do
   [ -f "scripts/bench/$name.sh" ] || { echo "bench.sh: no benchmark $name (scripts/bench/$name.sh)" >&2; exit 2; }
   echo "== $name"
   unshare --user --map-root-user --net --mount --propagation private --fork -- \
-    bash -euo pipefail -c 'mount -t tmpfs tmpfs "$TMPDIR"; ip link set lo up; exec bash "$0"' "scripts/bench/$name.sh"
+    bash -euo pipefail -c 'mount -t tmpfs tmpfs "$TMPDIR"; [ "$private_run" = 0 ] || mount -t tmpfs -o mode=755 tmpfs /run; ip link set lo up; exec bash "$0"' "scripts/bench/$name.sh"
 done

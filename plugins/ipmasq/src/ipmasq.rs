@@ -118,6 +118,19 @@ mod tests {
     }
 
     #[test]
+    fn test_conf_testdata_conflist_parses() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../../../testdata/ipmasq.conflist")).unwrap();
+        let mut entry = list["plugins"][1].clone();
+        entry["name"] = list["name"].clone();
+        entry["cniVersion"] = list["cniVersion"].clone();
+        let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        let c: Conf = conf.plugin_fields().unwrap();
+        assert_eq!(c.backend, Some(Backend::Nftables));
+        assert_eq!(c.exclude.len(), 1);
+    }
+
+    #[test]
     fn test_conf_rejects_unknown_backend() {
         let conf = NetConf::parse(br#"{"name":"n","type":"ipmasq","backend":"ipfw"}"#).unwrap();
         let err = conf.plugin_fields::<Conf>().unwrap_err();
