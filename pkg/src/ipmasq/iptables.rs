@@ -197,13 +197,7 @@ fn write(t: Target, family: Family, lines: &[String], what: &str) -> Result<()> 
     if ran.ok {
         return Ok(());
     }
-    // "iptables-restore: line 3 failed: ..." counts the `*nat` line as 1.
-    let failed_line = ran
-        .stderr
-        .split("line ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse::<usize>().ok())
+    let failed_line = failed_line_number(&ran.stderr)
         .and_then(|n| n.checked_sub(2))
         .and_then(|i| lines.get(i));
     let doing = match failed_line {
@@ -216,6 +210,15 @@ fn write(t: Target, family: Family, lines: &[String], what: &str) -> Result<()> 
         doing,
         stderr: ran.stderr,
     })
+}
+
+/// The batch line `iptables-restore` names in its complaint, counting the
+/// `*nat` line as 1: "line 3 failed: ..." (legacy) or "line 4: CHAIN_ADD
+/// failed ..." (iptables-nft).
+fn failed_line_number(stderr: &str) -> Option<usize> {
+    let after = &stderr[stderr.find("line ")? + "line ".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The lines that bring `nat` to what `w` wants, keeping rules already in
@@ -534,6 +537,24 @@ COMMIT
         assert_eq!(lines[1], "-F CNI-2bbe0c48b91a7d1b8a6753a8");
         assert_eq!(lines[2], "-X CNI-2bbe0c48b91a7d1b8a6753a8");
         assert!(Nat::parse(SAVED).removal("CNI-other").is_empty());
+    }
+
+    #[test]
+    fn test_failed_line_number_both_variants() {
+        assert_eq!(
+            failed_line_number("iptables-restore: line 3 failed: No chain"),
+            Some(3)
+        );
+        assert_eq!(
+            failed_line_number(
+                "ip6tables-restore v1.8.9 (nf_tables): \nline 4: CHAIN_ADD failed (Operation not supported): chain POSTROUTING"
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            failed_line_number("Another app is currently holding the xtables lock"),
+            None
+        );
     }
 
     #[test]

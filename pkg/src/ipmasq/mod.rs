@@ -325,15 +325,33 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<Ran
         return Ok(Ran {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
         });
     }
     Err(last.expect("at least one candidate"))
 }
 
+/// A tool's complaint on one line, without nft's `^^^^` markers.
+fn one_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == '~'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_one_line_drops_markers() {
+        assert_eq!(
+            one_line("Error: No such file\nlist table inet x\n           ^^^^^\n"),
+            "Error: No such file list table inet x"
+        );
+    }
 
     #[test]
     fn test_chain_name_reference_vector() {

@@ -386,6 +386,52 @@ fn test_ipmasq_gc_keeps_only_valid_attachments() {
 }
 
 #[test]
+fn test_ipmasq_failed_add_leaves_nothing() {
+    let Some(sb) = Sandbox::new() else { return };
+    if !has_ipv6(&sb.host) {
+        skip_or_fail("ip6tables nat table unavailable in the namespace");
+        return;
+    }
+    // An ip6 nat table whose POSTROUTING is not a NAT chain: ip6tables-nft
+    // refuses to add to it, while IPv4 works.
+    for args in [
+        &["add", "table", "ip6", "nat"][..],
+        &[
+            "add",
+            "chain",
+            "ip6",
+            "nat",
+            "POSTROUTING",
+            "{ type filter hook postrouting priority 0; }",
+        ][..],
+    ] {
+        let out = sb.host.cmd("nft", args);
+        assert!(out.status.success(), "nft {args:?}: {out:?}");
+    }
+    let plugin = sb.plugin(BIN).env("CNI_CONTAINERID", "1234");
+    for backend in [Some("iptables"), None] {
+        let c = conf(
+            "test",
+            backend,
+            Some(prev_result(&["10.22.0.2/24", "fd00:22::2/64"])),
+        );
+        let msg = plugin.run("ADD", &c.to_string()).err(999);
+        assert!(
+            msg.contains("ip6tables-restore") && msg.contains("-A POSTROUTING -s fd00:22::2/128"),
+            "{msg}"
+        );
+        assert!(
+            nat(&sb.host, false).is_empty(),
+            "{backend:?}: IPv4 rules undone"
+        );
+        assert!(
+            nft_table(&sb.host).is_empty(),
+            "{backend:?}: no nftables fallback"
+        );
+    }
+}
+
+#[test]
 fn test_ipmasq_status() {
     let Some(sb) = Sandbox::new() else { return };
     for backend in ["iptables", "nftables"] {
