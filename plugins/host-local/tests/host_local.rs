@@ -680,3 +680,34 @@ fn test_host_local_interoperates_with_reference() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn test_host_local_example_configurations() {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&testdata).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("host-local") && name.ends_with(".conf")) {
+            continue;
+        }
+        seen += 1;
+        let node = Node::new();
+        let mut conf: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        conf["ipam"]["dataDir"] = json!(node.data_dir());
+        if conf["ipam"].get("resolvConf").is_some() {
+            let resolv = node.data.path().join("resolv.conf");
+            std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+            conf["ipam"]["resolvConf"] = json!(resolv);
+        }
+        let out = run_binary(BIN, "ADD", &[], &conf).ok();
+        assert!(!out["ips"].as_array().unwrap().is_empty(), "{name}: {out}");
+        run_binary(BIN, "CHECK", &[], &conf).ok();
+        run_binary(BIN, "DEL", &[], &conf).ok();
+    }
+    assert!(
+        seen >= 2,
+        "the example configurations are in {}",
+        testdata.display()
+    );
+}
