@@ -219,182 +219,221 @@ fn test_host_local_every_verb_every_version() {
     }
 }
 
+/// The addresses of a result in order, whatever its version's form
+/// (0.1.0 and 0.2.0 hold only the first IPv4 and the first IPv6 address).
+fn addresses(out: &Value) -> Vec<String> {
+    if let Some(ips) = out["ips"].as_array() {
+        return ips
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect();
+    }
+    ["ip4", "ip6"]
+        .iter()
+        .filter_map(|k| out[k]["ip"].as_str())
+        .map(String::from)
+        .collect()
+}
+
+impl Node {
+    /// The addresses whose files name `id` on `eth0`, sorted.
+    fn held_by(&self, id: &str) -> Vec<String> {
+        let want = format!("{id}\r\neth0").into_bytes();
+        self.files()
+            .into_iter()
+            .filter(|(name, bytes)| name.parse::<std::net::IpAddr>().is_ok() && *bytes == want)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
 #[test]
 fn test_host_local_legacy_single_range_round_robin() {
-    let node = Node::new();
-    let conf = node.conf(
-        Version::V1_0_0,
-        json!({"subnet": "10.20.0.0/24", "rangeStart": "10.20.0.100", "rangeEnd": "10.20.0.103",
-               "gateway": "10.20.0.101"}),
-    );
-    let addr = |out: Value| out["ips"][0]["address"].as_str().unwrap().to_string();
-    let a = node.run("ADD", "c1", &conf).ok();
-    assert_eq!(a["ips"][0]["gateway"], "10.20.0.101");
-    assert_eq!(addr(a), "10.20.0.100/24");
-    // The gateway is skipped.
-    assert_eq!(addr(node.run("ADD", "c2", &conf).ok()), "10.20.0.102/24");
-    node.run("DEL", "c1", &conf).ok();
-    // Round robin: after the last reserved address, not the lowest free one.
-    assert_eq!(addr(node.run("ADD", "c3", &conf).ok()), "10.20.0.103/24");
-    // Wrapping around.
-    assert_eq!(addr(node.run("ADD", "c4", &conf).ok()), "10.20.0.100/24");
-    assert_eq!(node.read("last_reserved_ip.0"), "10.20.0.100");
+    for version in Version::ALL {
+        let node = Node::new();
+        let conf = node.conf(
+            version,
+            json!({"subnet": "10.20.0.0/24", "rangeStart": "10.20.0.100", "rangeEnd": "10.20.0.103",
+                   "gateway": "10.20.0.101"}),
+        );
+        let add = |id: &str| addresses(&node.run("ADD", id, &conf).ok());
+        let a = node.run("ADD", "c1", &conf).ok();
+        assert_eq!(addresses(&a), ["10.20.0.100/24"], "{version}");
+        let gateway = if version.has_legacy_result() {
+            &a["ip4"]["gateway"]
+        } else {
+            &a["ips"][0]["gateway"]
+        };
+        assert_eq!(gateway, "10.20.0.101", "{version}");
+        // The gateway is skipped.
+        assert_eq!(add("c2"), ["10.20.0.102/24"], "{version}");
+        node.run("DEL", "c1", &conf).ok();
+        // Round robin: after the last reserved address, not the lowest free one.
+        assert_eq!(add("c3"), ["10.20.0.103/24"], "{version}");
+        // Wrapping around.
+        assert_eq!(add("c4"), ["10.20.0.100/24"], "{version}");
+        assert_eq!(node.read("last_reserved_ip.0"), "10.20.0.100");
+        assert_eq!(node.held_by("c4"), ["10.20.0.100"]);
 
-    // Exhausted: a clear error, and no new file.
-    let before = node.files();
-    let msg = node.run("ADD", "c5", &conf).err(999);
-    assert!(
-        msg.contains("no address left") && msg.contains("10.20.0.100-10.20.0.103"),
-        "{msg}"
-    );
-    assert_eq!(node.files(), before);
+        // Exhausted: a clear error, and no new file.
+        let before = node.files();
+        let msg = node.run("ADD", "c5", &conf).err(999);
+        assert!(
+            msg.contains("no address left") && msg.contains("10.20.0.100-10.20.0.103"),
+            "{msg}"
+        );
+        assert_eq!(node.files(), before, "{version}");
+    }
 }
 
 #[test]
 fn test_host_local_exhausted_second_set_leaves_nothing() {
-    let node = Node::new();
-    let conf = node.conf(
-        Version::V1_0_0,
-        json!({"ranges": [[{"subnet": "10.30.0.0/24"}], [{"subnet": "10.31.0.0/30"}]]}),
-    );
-    node.run("ADD", "c1", &conf).ok();
-    let before = node.files();
-    let msg = node.run("ADD", "c2", &conf).err(999);
-    assert!(msg.contains("range set 1"), "{msg}");
-    assert_eq!(
-        node.files(),
-        before,
-        "the address of set 0 is released again"
-    );
+    for version in Version::ALL {
+        let node = Node::new();
+        let conf = node.conf(
+            version,
+            json!({"ranges": [[{"subnet": "10.30.0.0/24"}], [{"subnet": "10.31.0.0/30"}]]}),
+        );
+        node.run("ADD", "c1", &conf).ok();
+        let before = node.files();
+        let msg = node.run("ADD", "c2", &conf).err(999);
+        assert!(msg.contains("range set 1"), "{msg}");
+        assert_eq!(
+            node.files(),
+            before,
+            "{version}: the address of set 0 is released again"
+        );
+    }
 }
 
 #[test]
 fn test_host_local_second_add_refused() {
-    let node = Node::new();
-    let conf = node.conf(Version::V1_0_0, json!({"subnet": "10.40.0.0/24"}));
-    node.run("ADD", "c1", &conf).ok();
-    let before = node.files();
-    let msg = node.run("ADD", "c1", &conf).err(999);
-    assert!(
-        msg.contains("10.40.0.2") && msg.contains("second ADD"),
-        "{msg}"
-    );
-    assert_eq!(node.files(), before);
-    // Another interface of the same container is a different attachment.
-    let out = run_binary(
-        BIN,
-        "ADD",
-        &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth1")],
-        &conf,
-    )
-    .ok();
-    assert_eq!(out["ips"][0]["address"], "10.40.0.3/24");
-    assert_eq!(node.read("10.40.0.3"), "c1\r\neth1");
+    for version in Version::ALL {
+        let node = Node::new();
+        let conf = node.conf(version, json!({"subnet": "10.40.0.0/24"}));
+        node.run("ADD", "c1", &conf).ok();
+        let before = node.files();
+        let msg = node.run("ADD", "c1", &conf).err(999);
+        assert!(
+            msg.contains("10.40.0.2") && msg.contains("second ADD"),
+            "{msg}"
+        );
+        assert_eq!(node.files(), before);
+        // Another interface of the same container is a different attachment.
+        let out = run_binary(
+            BIN,
+            "ADD",
+            &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth1")],
+            &conf,
+        )
+        .ok();
+        assert_eq!(addresses(&out), ["10.40.0.3/24"], "{version}");
+        assert_eq!(node.read("10.40.0.3"), "c1\r\neth1");
+        // After a DEL, the container may be added again.
+        node.run("DEL", "c1", &conf).ok();
+        node.run("ADD", "c1", &conf).ok();
+    }
 }
 
 #[test]
 fn test_host_local_requested_addresses() {
-    let node = Node::new();
-    let ipam = json!({"ranges": [[{"subnet": "10.50.0.0/24"}], [{"subnet": "fd50::/64"}]]});
-    let conf = node.conf(Version::V1_0_0, ipam.clone());
-    let addrs = |out: &Value| {
-        out["ips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["address"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
+    for version in Version::ALL {
+        let node = Node::new();
+        let ipam = json!({"ranges": [[{"subnet": "10.50.0.0/24"}], [{"subnet": "fd50::/64"}]]});
+        let conf = node.conf(version, ipam);
+        let add = |id: &str, args: &str, conf: &Value| {
+            let out = run_binary(
+                BIN,
+                "ADD",
+                &[("CNI_CONTAINERID", id), ("CNI_ARGS", args)],
+                conf,
+            );
+            addresses(&out.ok())
+        };
 
-    let out = run_binary(
-        BIN,
-        "ADD",
-        &[
-            ("CNI_CONTAINERID", "c1"),
-            ("CNI_ARGS", "IgnoreUnknown=1;IP=10.50.0.7"),
-        ],
-        &conf,
-    )
-    .ok();
-    assert_eq!(addrs(&out), ["10.50.0.7/24", "fd50::2/64"]);
-    assert_eq!(node.read("last_reserved_ip.0"), "10.50.0.7");
+        assert_eq!(
+            add("c1", "IgnoreUnknown=1;IP=10.50.0.7", &conf),
+            ["10.50.0.7/24", "fd50::2/64"],
+            "{version}"
+        );
+        assert_eq!(node.read("last_reserved_ip.0"), "10.50.0.7");
+        assert_eq!(
+            add("c2", "IP=10.50.0.8,fd50::8", &conf),
+            ["10.50.0.8/24", "fd50::8/64"],
+            "{version}"
+        );
 
-    let out = run_binary(
-        BIN,
-        "ADD",
-        &[
-            ("CNI_CONTAINERID", "c2"),
-            ("CNI_ARGS", "IP=10.50.0.8,fd50::8"),
-        ],
-        &conf,
-    )
-    .ok();
-    assert_eq!(addrs(&out), ["10.50.0.8/24", "fd50::8/64"]);
+        let mut c = conf.clone();
+        c["args"] = json!({"cni": {"ips": ["fd50::9/64", "10.50.0.9"]}});
+        assert_eq!(
+            add("c3", "", &c),
+            ["10.50.0.9/24", "fd50::9/64"],
+            "{version}"
+        );
 
-    let mut c = conf.clone();
-    c["args"] = json!({"cni": {"ips": ["fd50::9/64", "10.50.0.9"]}});
-    assert_eq!(
-        addrs(&node.run("ADD", "c3", &c).ok()),
-        ["10.50.0.9/24", "fd50::9/64"]
-    );
+        let mut c = conf.clone();
+        c["runtimeConfig"] = json!({"ips": ["10.50.0.10"]});
+        assert_eq!(
+            add("c4", "", &c),
+            ["10.50.0.10/24", "fd50::a/64"],
+            "{version}"
+        );
+        assert_eq!(node.read("fd50::a"), "c4\r\neth0");
 
-    let mut c = conf.clone();
-    c["runtimeConfig"] = json!({"ips": ["10.50.0.10"]});
-    assert_eq!(
-        addrs(&node.run("ADD", "c4", &c).ok()),
-        ["10.50.0.10/24", "fd50::a/64"]
-    );
-    assert_eq!(node.read("fd50::a"), "c4\r\neth0");
-
-    // Held by another container: refused, naming the holder; nothing new on disk.
-    let before = node.files();
-    let msg = run_binary(
-        BIN,
-        "ADD",
-        &[("CNI_CONTAINERID", "c5"), ("CNI_ARGS", "IP=10.50.0.7")],
-        &conf,
-    )
-    .err(999);
-    assert!(
-        msg.contains("10.50.0.7") && msg.contains("container c1"),
-        "{msg}"
-    );
-    // The gateway, an address outside every range, two in one set, garbage.
-    for (args, code, needle) in [
-        ("IP=10.50.0.1", 7, "gateway"),
-        ("IP=10.99.0.1", 7, "in no range"),
-        ("IP=10.50.0.20,10.50.0.21", 7, "both in range set 0"),
-        ("IP=bogus", 4, "bogus"),
-    ] {
+        // Held by another container: refused, naming the holder; nothing new on disk.
+        let before = node.files();
         let msg = run_binary(
             BIN,
             "ADD",
-            &[("CNI_CONTAINERID", "c5"), ("CNI_ARGS", args)],
+            &[("CNI_CONTAINERID", "c5"), ("CNI_ARGS", "IP=10.50.0.7")],
             &conf,
         )
-        .err(code);
-        assert!(msg.contains(needle), "{args}: {msg}");
+        .err(999);
+        assert!(
+            msg.contains("10.50.0.7") && msg.contains("container c1"),
+            "{msg}"
+        );
+        // The gateway, an address outside every range, two in one set, garbage.
+        for (args, code, needle) in [
+            ("IP=10.50.0.1", 7, "gateway"),
+            ("IP=10.99.0.1", 7, "in no range"),
+            ("IP=10.50.0.20,10.50.0.21", 7, "both in range set 0"),
+            ("IP=bogus", 4, "bogus"),
+        ] {
+            let msg = run_binary(
+                BIN,
+                "ADD",
+                &[("CNI_CONTAINERID", "c5"), ("CNI_ARGS", args)],
+                &conf,
+            )
+            .err(code);
+            assert!(msg.contains(needle), "{args}: {msg}");
+        }
+        assert_eq!(node.files(), before, "{version}");
     }
-    assert_eq!(node.files(), before);
 }
 
 #[test]
 fn test_host_local_ip_ranges_capability_comes_first() {
-    let node = Node::new();
-    let mut conf = node.conf(
-        Version::V1_1_0,
-        json!({"subnet": "10.61.0.0/24", "ranges": [[{"subnet": "10.62.0.0/24"}]]}),
-    );
-    conf["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.60.0.0/24"}]]});
-    let out = node.run("ADD", "c1", &conf).ok();
-    let got: Vec<&str> = out["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["address"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, ["10.60.0.2/24", "10.61.0.2/24", "10.62.0.2/24"]);
-    assert_eq!(node.read("last_reserved_ip.2"), "10.62.0.2");
+    for version in Version::ALL {
+        let node = Node::new();
+        let mut conf = node.conf(
+            version,
+            json!({"subnet": "10.61.0.0/24", "ranges": [[{"subnet": "10.62.0.0/24"}]]}),
+        );
+        conf["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.60.0.0/24"}]]});
+        let out = node.run("ADD", "c1", &conf).ok();
+        if !version.has_legacy_result() {
+            assert_eq!(
+                addresses(&out),
+                ["10.60.0.2/24", "10.61.0.2/24", "10.62.0.2/24"],
+                "{version}"
+            );
+        }
+        assert_eq!(node.held_by("c1"), ["10.60.0.2", "10.61.0.2", "10.62.0.2"]);
+        assert_eq!(node.read("last_reserved_ip.0"), "10.60.0.2");
+        assert_eq!(node.read("last_reserved_ip.2"), "10.62.0.2");
+    }
 }
 
 #[test]
