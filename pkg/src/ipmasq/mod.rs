@@ -118,7 +118,7 @@ impl std::fmt::Display for Target<'_> {
 /// multicast. `backend` `None` picks iptables when it works here, else
 /// nftables; finding out costs no extra process (the iptables form reads
 /// the `nat` table first anyway). Repeating a setup changes nothing. When
-/// it fails, nothing it wrote stays.
+/// it fails, nothing it wrote stays. No addresses: nothing to do.
 pub fn setup(
     backend: Option<Backend>,
     network: &str,
@@ -127,6 +127,9 @@ pub fn setup(
     addrs: &[IpNet],
     exclude: &[IpNet],
 ) -> crate::Result<()> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
     let t = Target {
         network,
         container_id,
@@ -178,6 +181,9 @@ pub fn check(
     addrs: &[IpNet],
     exclude: &[IpNet],
 ) -> crate::Result<()> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
     let t = Target {
         network,
         container_id,
@@ -387,6 +393,13 @@ mod tests {
         let c = nft_comment("n", "eth0", &long);
         assert_eq!(c.len(), 128);
         assert!(c.starts_with(&nft_instance_hash("n", "eth0", &long)));
+    }
+
+    #[test]
+    fn test_setup_and_check_without_addresses_do_nothing() {
+        // Returns before running any tool: nothing to masquerade.
+        assert!(setup(None, "n", "c", "eth0", &[], &[]).is_ok());
+        assert!(check(Some(Backend::Nftables), "n", "c", "eth0", &[], &[]).is_ok());
     }
 
     #[test]
