@@ -9,7 +9,7 @@ use pkg::{Error, Result};
 
 use crate::allocator::{Range, RangeSet};
 use crate::config::{parse_resolv_conf, IpamConfig};
-use crate::store::Store;
+use crate::store::{Holder, Store};
 
 pub struct HostLocal;
 
@@ -71,12 +71,12 @@ impl Plugin for HostLocal {
                 return Ok(());
             }
             // Addresses the reference allocated have no index: look at them all.
+            // A legacy file names the container only.
             let held = store.held()?;
-            let holds = |legacy: bool| {
-                held.iter()
-                    .any(|(_, h)| h.is(id, ifname) || (legacy && h.container() == id.as_str()))
-            };
-            if holds(false) || holds(true) {
+            if held
+                .iter()
+                .any(|(_, h)| h.is(id, ifname) || matches!(h, Holder::Legacy { id: i } if i == id))
+            {
                 return Ok(());
             }
         }

@@ -75,13 +75,6 @@ impl Holder {
     pub fn is(&self, id: &str, ifname: &str) -> bool {
         matches!(self, Holder::Attachment { id: i, ifname: n } if i == id && n == ifname)
     }
-
-    /// The container id.
-    pub fn container(&self) -> &str {
-        match self {
-            Holder::Attachment { id, .. } | Holder::Legacy { id } => id,
-        }
-    }
 }
 
 impl std::fmt::Display for Holder {

@@ -607,9 +607,18 @@ fn test_host_local_legacy_and_reference_files() {
     assert_eq!(out["ips"][0]["address"], "10.91.0.4/24");
     node.run("CHECK", "old", &conf).ok();
     node.run("CHECK", "new", &conf).ok();
+    // Another interface of a container holding an address is not enough.
+    let other_if = [("CNI_CONTAINERID", "new"), ("CNI_IFNAME", "eth1")];
+    run_binary(BIN, "CHECK", &other_if, &conf).err(999);
+    // An index file whose address the reference released since is stale.
+    std::fs::write(node.dir().join("attachment.gone:eth0"), "10.91.0.3\n").unwrap();
+    run_binary(BIN, "CHECK", &[("CNI_CONTAINERID", "gone")], &conf).err(999);
+    let out = node.run("ADD", "gone", &conf).ok();
+    assert_eq!(out["ips"][0]["address"], "10.91.0.5/24");
     node.run("DEL", "old", &conf).ok();
     node.run("DEL", "new", &conf).ok();
     node.run("DEL", "c1", &conf).ok();
+    node.run("DEL", "gone", &conf).ok();
     assert_eq!(node.names(), ["last_reserved_ip.0", "lock"]);
 }
 
