@@ -326,19 +326,25 @@ pub(super) fn setup(t: Target, addrs: &[IpNet], exclude: &[IpNet], probe: bool) 
     }
 }
 
+/// Removes the attachment's chain and the jumps to it in one family. A
+/// batch fails as a whole when a rule in it went between the read and the
+/// write (a concurrent DEL, the reference's or ours): read again and retry (twice).
 fn teardown_family(t: Target, family: Family) -> Result<()> {
-    let nat = match read(t, family) {
-        Ok(nat) => nat,
-        Err(e) if unusable(&e) => return Ok(()),
-        Err(e) => return Err(e),
-    };
     let chain = chain_name(t.network, t.container_id);
-    write(
-        t,
-        family,
-        &nat.removal(&chain),
-        &format!("removing chain {chain}"),
-    )
+    let what = format!("removing chain {chain}");
+    let mut last = Ok(());
+    for _ in 0..3 {
+        let nat = match read(t, family) {
+            Ok(nat) => nat,
+            Err(e) if unusable(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        last = write(t, family, &nat.removal(&chain), &what);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// A read failure meaning this family's iptables is not there at all (tool

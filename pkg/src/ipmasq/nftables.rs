@@ -277,16 +277,32 @@ pub(super) fn setup(t: Target, addrs: &[IpNet], exclude: &[IpNet]) -> Result<()>
 }
 
 pub(super) fn teardown(t: Target) -> Result<()> {
-    let Some(table) = read(t)? else {
-        return Ok(());
-    };
-    let handles =
-        table.handles_with_prefix(&nft_instance_hash(t.network, t.ifname, t.container_id));
-    write(
-        t,
-        &delete_script(&handles),
-        &format!("deleting rules from {TABLE} chain {CHECKS}"),
-    )
+    let prefix = nft_instance_hash(t.network, t.ifname, t.container_id);
+    delete_matching(t, |r| r.comment.starts_with(&prefix))
+}
+
+/// Deletes the `masq_checks` rules `stale` picks in one transaction. When a
+/// rule went between the read and the write (a concurrent DEL or GC), the
+/// transaction fails as a whole: read again and retry (twice).
+fn delete_matching(t: Target, stale: impl Fn(&Rule) -> bool) -> Result<()> {
+    let what = format!("deleting rules from {TABLE} chain {CHECKS}");
+    let mut last = Ok(());
+    for _ in 0..3 {
+        let Some(table) = read(t)? else {
+            return Ok(());
+        };
+        let handles: Vec<u64> = table
+            .checks
+            .iter()
+            .filter(|r| stale(r))
+            .map(|r| r.handle)
+            .collect();
+        last = write(t, &delete_script(&handles), &what);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// The addresses (`addr/len`) a rule's `daddr !=` match keeps, from its JSON.
@@ -363,25 +379,14 @@ pub(super) fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
         container_id: "",
         ifname: "",
     };
-    let Some(table) = read(t)? else {
-        return Ok(());
-    };
     let keep: Vec<String> = valid
         .iter()
         .map(|a| nft_instance_hash(network, &a.ifname, &a.container_id))
         .collect();
     let net = nft_network_hash(network);
-    let stale: Vec<u64> = table
-        .checks
-        .iter()
-        .filter(|r| r.comment.starts_with(&net) && !keep.iter().any(|k| r.comment.starts_with(k)))
-        .map(|r| r.handle)
-        .collect();
-    write(
-        t,
-        &delete_script(&stale),
-        &format!("deleting stale rules from {TABLE} chain {CHECKS}"),
-    )
+    delete_matching(t, |r| {
+        r.comment.starts_with(&net) && !keep.iter().any(|k| r.comment.starts_with(k))
+    })
 }
 
 /// Whether `nft` can list rules here.

@@ -432,6 +432,32 @@ fn test_ipmasq_failed_add_leaves_nothing() {
 }
 
 #[test]
+fn test_ipmasq_concurrent_dels_all_succeed() {
+    let Some(sb) = Sandbox::new() else { return };
+    for backend in ["iptables", "nftables"] {
+        let plugin = sb.plugin(BIN).env("CNI_CONTAINERID", "1234");
+        let add = conf("test", Some(backend), Some(prev_result(&["10.22.0.2/24"])));
+        plugin.run("ADD", &add.to_string()).ok();
+        let del = conf("test", None, None).to_string();
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| plugin.run("DEL", &del)))
+                .collect();
+            for r in runs {
+                r.join().unwrap().ok();
+            }
+        });
+        assert!(nat(&sb.host, false).is_empty(), "{backend}");
+        assert!(
+            !nft_table(&sb.host)
+                .join("\n")
+                .contains("masquerade comment"),
+            "{backend}"
+        );
+    }
+}
+
+#[test]
 fn test_ipmasq_status() {
     let Some(sb) = Sandbox::new() else { return };
     for backend in ["iptables", "nftables"] {
