@@ -46,31 +46,24 @@ impl Plugin for Bridge {
 
     async fn del(&self, call: &Call) -> Result<()> {
         let conf = Conf::load(call)?;
-        // The IPAM plugin releases the address while the kernel deletes the veth.
+        // Three things overlap: the IPAM plugin releases the address and a
+        // thread removes the firewall rules while the kernel deletes the
+        // veth (tens of milliseconds on its own).
         let release = match ipam::plugin(call)? {
             Some(binary) => Some(ipam::start(&binary, call, "DEL")?),
             None => None,
         };
+        let rules = (conf.ip_masq || conf.mac_spoof_check).then(|| {
+            let (conf, call) = (conf.clone(), call.clone());
+            std::thread::spawn(move || remove_rules(&conf, &call))
+        });
         let mut errors = Vec::new();
-        if let Err(e) = del_container_link(call).await {
-            errors.push(e);
-        }
-        if conf.ip_masq {
-            if let Err(e) = ipmasq::teardown(&call.conf.name, &call.container_id, &call.ifname) {
-                errors.push(e);
-            }
-        }
-        if conf.mac_spoof_check {
-            if let Err(e) =
-                spoofcheck::teardown(&spoofcheck::ref_id(&call.container_id, &call.ifname))
-            {
-                errors.push(e);
-            }
+        errors.extend(del_container_link(call).await.err());
+        if let Some(rules) = rules {
+            errors.extend(rules.join().expect("rule teardown thread panicked"));
         }
         if let Some(release) = release {
-            if let Err(e) = release.wait() {
-                errors.push(e);
-            }
+            errors.extend(release.wait().err());
         }
         first_of(errors)
     }
@@ -487,6 +480,21 @@ pub(crate) fn masq_backend(conf: &Conf) -> Option<Backend> {
         Some("iptables") => Some(Backend::Iptables),
         _ => None,
     }
+}
+
+/// DEL outside the container: the masquerade and spoof check rules, found
+/// by network, container id and interface alone. Returns every failure.
+fn remove_rules(conf: &Conf, call: &Call) -> Vec<Error> {
+    let mut errors = Vec::new();
+    if conf.ip_masq {
+        errors.extend(ipmasq::teardown(&call.conf.name, &call.container_id, &call.ifname).err());
+    }
+    if conf.mac_spoof_check {
+        errors.extend(
+            spoofcheck::teardown(&spoofcheck::ref_id(&call.container_id, &call.ifname)).err(),
+        );
+    }
+    errors
 }
 
 /// DEL inside the container: delete its end of the veth (the host end goes
