@@ -647,3 +647,40 @@ fn test_bridge_mac_spoof_check() {
     );
     sb.plugin(BIN).run("DEL", &net.s()).ok();
 }
+
+/// The example configurations of Documentation/bridge.md, run as written
+/// (state directory moved into the sandbox).
+#[test]
+fn test_bridge_documented_examples() {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    for file in ["bridge.conf", "bridge-dualstack.conf"] {
+        let Some(sb) = Sandbox::new() else { return };
+        host_local();
+        let mut conf: Value =
+            serde_json::from_str(&std::fs::read_to_string(testdata.join(file)).unwrap()).unwrap();
+        conf["ipam"]["dataDir"] = json!(sb.dir.path().join("ipam").display().to_string());
+        let conf = conf.to_string();
+        let r = sb.plugin(BIN).run("ADD", &conf).ok();
+        assert_eq!(r["interfaces"].as_array().unwrap().len(), 3, "{file}");
+        let (ctr2, p2) = second(&sb, "ctr2");
+        let r2 = p2.run("ADD", &conf).ok();
+        let other = r2["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            ping(&sb.container, &other),
+            "{file}: containers reach each other"
+        );
+        let mut with_prev: Value = serde_json::from_str(&conf).unwrap();
+        with_prev["prevResult"] = r;
+        sb.plugin(BIN).run("CHECK", &with_prev.to_string()).ok();
+        sb.plugin(BIN).run("DEL", &conf).ok();
+        p2.run("DEL", &conf).ok();
+        drop(ctr2);
+        assert_eq!(nat_rules(&sb.host), "", "{file}");
+    }
+}
