@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::invoke::{self, Running};
-use crate::netlink::{Link, Netlink, RouteSpec};
+use crate::netlink::{Link, Netlink};
 use crate::skel::Call;
 use crate::spec::NetResult;
+use crate::spec::Route;
 use crate::{Error, Result};
 
 /// The IPAM plugin of this call's configuration; `None` when there is no
@@ -70,16 +71,12 @@ pub async fn configure_iface(
                 .find(|ip| ip.address.addr().is_ipv4() == v4)
                 .and_then(|ip| ip.gateway)
         });
-        let spec = RouteSpec {
+        let route = Route {
             dst: route.dst.trunc(),
             gw,
-            mtu: route.mtu,
-            advmss: route.advmss,
-            priority: route.priority,
-            table: route.table,
-            scope: route.scope,
+            ..route.clone()
         };
-        nl.add_route(link, &spec).await?;
+        nl.add_route(link, &route).await?;
     }
     Ok(())
 }

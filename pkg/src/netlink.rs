@@ -27,6 +27,7 @@ use rtnetlink::{
 };
 
 use crate::ns::{self, NetNs};
+use crate::spec::Route;
 
 /// A failed netlink operation, naming the object it was about.
 #[derive(Debug, thiserror::Error)]
@@ -177,26 +178,34 @@ impl Netlink {
         }
     }
 
-    /// Brings the link up.
-    pub async fn set_up(&self, link: &Link) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(link.index).up().build();
+    /// Sends one RTM_SETLINK about `link`; `op` names it in errors.
+    async fn set_link(&self, link: &Link, msg: LinkMessage, op: &'static str) -> Result<(), Error> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(fail("set up link", format!("{:?}", link.name)))
+            .map_err(fail(op, format!("{:?}", link.name)))
+    }
+
+    /// Brings the link up.
+    pub async fn set_up(&self, link: &Link) -> Result<(), Error> {
+        self.set_link(
+            link,
+            LinkUnspec::new_with_index(link.index).up().build(),
+            "set up link",
+        )
+        .await
     }
 
     /// Takes the link down.
     pub async fn set_down(&self, link: &Link) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(link.index).down().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(fail("set down link", format!("{:?}", link.name)))
+        self.set_link(
+            link,
+            LinkUnspec::new_with_index(link.index).down().build(),
+            "set down link",
+        )
+        .await
     }
 
     /// The addresses on the link, with their prefix lengths.
@@ -366,12 +375,7 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(link.index)
             .promiscuous(on)
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(fail("set promiscuous mode of", format!("{:?}", link.name)))
+        self.set_link(link, msg, "set promiscuous mode of").await
     }
 
     /// Deletes the link (a veth takes its peer with it). `Error::LinkNotFound` if gone.
@@ -448,7 +452,7 @@ impl Netlink {
     }
 
     /// Adds a route through `link`.
-    pub async fn add_route(&self, link: &Link, route: &RouteSpec) -> Result<(), Error> {
+    pub async fn add_route(&self, link: &Link, route: &Route) -> Result<(), Error> {
         let msg = route_message(link.index, route);
         self.handle.route().add(msg).execute().await.map_err(fail(
             "add route",
@@ -457,7 +461,7 @@ impl Netlink {
     }
 
     /// Every route of the main table whose output interface is `link`.
-    pub async fn routes(&self, link: &Link) -> Result<Vec<RouteSpec>, Error> {
+    pub async fn routes(&self, link: &Link) -> Result<Vec<Route>, Error> {
         let mut out = Vec::new();
         for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
             let query = match family {
@@ -474,7 +478,7 @@ impl Netlink {
                 .await
                 .map_err(fail("list routes of link", format!("{:?}", link.name)))?
             {
-                if let Some(r) = RouteSpec::from_message(&msg, link.index) {
+                if let Some(r) = route_from_message(&msg, link.index) {
                     out.push(r);
                 }
             }
@@ -508,61 +512,35 @@ pub struct VethPair<'a> {
     pub master: Option<u32>,
 }
 
-/// A route as the plugins set and check it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub dst: IpNet,
-    pub gw: Option<IpAddr>,
-    pub mtu: Option<u32>,
-    pub advmss: Option<u32>,
-    pub priority: Option<u32>,
-    pub table: Option<u32>,
-    pub scope: Option<u8>,
-}
-
-impl RouteSpec {
-    /// A route to `dst`, through `gw` if given.
-    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> RouteSpec {
-        RouteSpec {
-            dst,
-            gw,
-            mtu: None,
-            advmss: None,
-            priority: None,
-            table: None,
-            scope: None,
+/// A route of the main table through interface `oif`, read back from the kernel.
+fn route_from_message(msg: &RouteMessage, oif: u32) -> Option<Route> {
+    let mut dst: Option<IpAddr> = None;
+    let mut gw = None;
+    let mut out_if = None;
+    let mut table = u32::from(msg.header.table);
+    let mut priority = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_addr(a),
+            RouteAttribute::Gateway(a) => gw = route_addr(a),
+            RouteAttribute::Oif(i) => out_if = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => priority = Some(*p),
+            _ => {}
         }
     }
-
-    fn from_message(msg: &RouteMessage, oif: u32) -> Option<RouteSpec> {
-        let mut dst: Option<IpAddr> = None;
-        let mut gw = None;
-        let mut out_if = None;
-        let mut table = u32::from(msg.header.table);
-        let mut priority = None;
-        for attr in &msg.attributes {
-            match attr {
-                RouteAttribute::Destination(a) => dst = route_addr(a),
-                RouteAttribute::Gateway(a) => gw = route_addr(a),
-                RouteAttribute::Oif(i) => out_if = Some(*i),
-                RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Priority(p) => priority = Some(*p),
-                _ => {}
-            }
-        }
-        if out_if != Some(oif) || table != 254 {
-            return None;
-        }
-        let dst = dst.unwrap_or(match msg.header.address_family {
-            AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        });
-        let dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
-        Some(RouteSpec {
-            priority,
-            ..RouteSpec::new(dst, gw)
-        })
+    if out_if != Some(oif) || table != 254 {
+        return None;
     }
+    let dst = dst.unwrap_or(match msg.header.address_family {
+        AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    });
+    let dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
+    Some(Route {
+        priority,
+        ..Route::new(dst, gw)
+    })
 }
 
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
@@ -573,7 +551,7 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn route_message(oif: u32, r: &RouteSpec) -> RouteMessage {
+fn route_message(oif: u32, r: &Route) -> RouteMessage {
     let mut b = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(r.dst.addr(), r.dst.prefix_len())
         .expect("destination and family agree")
