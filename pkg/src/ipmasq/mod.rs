@@ -135,14 +135,30 @@ pub fn setup(
         container_id,
         ifname,
     };
+    by_backend(
+        backend,
+        |auto| iptables::setup(t, addrs, exclude, auto),
+        || nftables::setup(t, addrs, exclude),
+    )
+}
+
+/// Runs the iptables form, or the nftables form: as `backend` says, or
+/// (`None`) iptables when it works here, else nftables. The iptables form
+/// is told whether it may decline (`true`: it returns `false` when iptables
+/// does not work, instead of failing).
+fn by_backend(
+    backend: Option<Backend>,
+    iptables: impl FnOnce(bool) -> Result<bool, Error>,
+    nftables: impl FnOnce() -> Result<(), Error>,
+) -> crate::Result<()> {
     match backend {
-        Some(Backend::Nftables) => nftables::setup(t, addrs, exclude)?,
+        Some(Backend::Nftables) => nftables()?,
         Some(Backend::Iptables) => {
-            iptables::setup(t, addrs, exclude, false)?;
+            iptables(false)?;
         }
         None => {
-            if !iptables::setup(t, addrs, exclude, true)? {
-                nftables::setup(t, addrs, exclude)?;
+            if !iptables(true)? {
+                nftables()?;
             }
         }
     }
@@ -189,18 +205,11 @@ pub fn check(
         container_id,
         ifname,
     };
-    match backend {
-        Some(Backend::Nftables) => nftables::check(t, addrs, exclude)?,
-        Some(Backend::Iptables) => {
-            iptables::check(t, addrs, exclude, false)?;
-        }
-        None => {
-            if !iptables::check(t, addrs, exclude, true)? {
-                nftables::check(t, addrs, exclude)?;
-            }
-        }
-    }
-    Ok(())
+    by_backend(
+        backend,
+        |auto| iptables::check(t, addrs, exclude, auto),
+        || nftables::check(t, addrs, exclude),
+    )
 }
 
 /// Removes the masquerade of every attachment of `network` not in `valid`,
