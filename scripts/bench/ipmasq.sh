@@ -12,9 +12,10 @@ set -euo pipefail
 : "${BIN:?run through scripts/bench.sh}" "${REF:?run through scripts/bench.sh}"
 rounds=${ROUNDS:-50}
 dir=$(mktemp -d)
+# shellcheck source=lib/timing.sh
+. "$(dirname "$0")/lib/timing.sh"
 ctr="$dir/ctr"
-touch "$ctr"
-unshare --net="$ctr" true
+new_netns "$ctr"
 export CNI_CONTAINERID=bench1 CNI_NETNS="$ctr" CNI_IFNAME=eth0 CNI_PATH="$REF"
 
 ref_conf() { # IPMASQ RANGES
@@ -29,18 +30,14 @@ ours_conf() { # BACKEND IPS
 # addresses before it touches netfilter.
 ours_base='{"cniVersion":"1.0.0","name":"benchours","type":"ipmasq","prevResult":{"cniVersion":"1.0.0","ips":[]}}'
 
-# $dir/times.NAME.VERB: one line per call, in microseconds.
+# $dir/times.NAME.VERB: one line per call, in microseconds. The "base"
+# call fails on purpose (no addresses), the others must not.
 call() { # NAME VERB BINARY CONF
-  local t0 t1 out rc=0
-  t0=$EPOCHREALTIME
-  out=$(CNI_COMMAND=$2 "$3" <<<"$4") || rc=$?
-  t1=$EPOCHREALTIME
-  if [ $rc != 0 ] && [ "$1" != base ]; then echo "ipmasq bench: $1 $2 failed: $out" >&2; exit 1; fi
-  echo $(( ${t1/./} - ${t0/./} )) >>"$dir/times.$1.$2"
+  local f=timed
+  [ "$1" = base ] && f=timed_any
+  CNI_COMMAND=$2 $f "$1.$2" "$3" <<<"$4"
 }
-median() { sort -n "$dir/times.$1.$2" | awk '{a[NR]=$1} END {m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; printf "%.2f", m / 1000}'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }
-ratio() { awk -v o="$1" -v r="$2" 'BEGIN { if (r > 0) printf "%.2fx", o / r; else print "n/a" }'; }
 
 bench() { # LABEL RANGES IPS
   local ref_masq ref_plain ours_ipt ours_nft
@@ -68,10 +65,10 @@ bench() { # LABEL RANGES IPS
   fi
 
   local base verb what with without cost t
-  base=$(median base ADD)
+  base=$(median base.ADD)
   for verb in ADD DEL; do
     what=setup; [ "$verb" = DEL ] && what=teardown
-    with=$(median ref_masq "$verb"); without=$(median ref_plain "$verb")
+    with=$(median "ref_masq.$verb"); without=$(median "ref_plain.$verb")
     cost=$(minus "$with" "$without")
     echo "masquerade $what, one $1 attachment, median of $rounds, ms:"
     printf '  %-50s %8s\n' "reference bridge $verb with ipMasq" "$with" \
@@ -79,7 +76,7 @@ bench() { # LABEL RANGES IPS
       "reference masquerade $what (difference)" "$cost" \
       "ours: ipmasq process with nothing to do" "$base"
     for backend in ipt:iptables nft:nftables; do
-      t=$(median "ours_${backend%%:*}" "$verb")
+      t=$(median "ours_${backend%%:*}.$verb")
       printf '  %-50s %8s   %s of the reference\n' \
         "ours: ipmasq $verb, ${backend#*:}, whole process" "$t" "$(ratio "$t" "$cost")" \
         "ours: ipmasq $verb, ${backend#*:}, minus process" "$(minus "$t" "$base")" "$(ratio "$(minus "$t" "$base")" "$cost")"

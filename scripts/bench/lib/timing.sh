@@ -12,6 +12,16 @@ timed() {
   echo $(( ${t1/./} - ${t0/./} )) >>"$dir/times.$name"
 }
 
+# timed_any NAME CMD...: as timed, whatever CMD's exit status.
+timed_any() {
+  local name=$1 t0 t1
+  shift
+  t0=$EPOCHREALTIME
+  "$@" >/dev/null 2>&1 || true
+  t1=$EPOCHREALTIME
+  echo $(( ${t1/./} - ${t0/./} )) >>"$dir/times.$name"
+}
+
 # median NAME [FIRST LAST]: median in ms of the times of NAME (or of lines FIRST..LAST).
 median() {
   local lines
