@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release --quiet --workspace --bins
-export BIN="${CARGO_TARGET_DIR:-$PWD/target}/release" REF=/usr/lib/cni
+BIN=$(scripts/build.sh)
+export BIN REF=/usr/lib/cni
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
