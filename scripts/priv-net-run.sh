@@ -1,39 +1,97 @@
 #!/usr/bin/env bash
-# priv-net-run.sh CMD...: runs CMD in a fresh network namespace attached to
-# the suite's networks, then detaches and removes the namespace, also when
-# CMD fails or is interrupted. Needs root (it makes a named namespace).
+# priv-net-run.sh CMD [ARGS...]: runs CMD in a fresh network namespace that
+# is attached to every configured network, then detaches it and removes the
+# namespace, also when CMD fails or the script is interrupted. Needs root.
 #
-# For now the namespace gets the loopback network (testdata/loopback.conf);
-# the default bridge network and cnitool come with the runtime-side work.
+# Networks: NETCONFPATH if set, else /etc/cni/net.d when it holds any
+# configuration, else the suite's default in testdata/default (a bridge
+# cni-default0 with host-local on 10.207.41.0/24 and masquerade, and lo).
+# Plugins: CNI_PATH if set, else this checkout's release build (built here).
+# cnitool: the one in CNI_PATH, else the checkout's. A network made only of
+# loopback gets lo; the others get eth0, eth1, ... in the order cnitool
+# lists them. CMD's exit code is the script's.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -gt 0 ] || { echo "usage: priv-net-run.sh CMD [ARGS...]" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "priv-net-run.sh: needs root (try sudo)" >&2; exit 1; }
+me=priv-net-run.sh
+[ $# -gt 0 ] || { echo "usage: $me CMD [ARGS...]" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "$me: needs root (try sudo)" >&2; exit 1; }
 
 "$top/scripts/install-deps.sh"
 if [ -z "${CNI_PATH:-}" ]; then
   (cd "$top" && cargo build --release --quiet --workspace --bins)
-  CNI_PATH="$top/target/release"
+  CNI_PATH="${CARGO_TARGET_DIR:-$top/target}/release"
 fi
 export CNI_PATH
+cnitool=""
+IFS=: read -ra dirs <<< "$CNI_PATH"
+for d in "${dirs[@]}"; do [ -x "$d/cnitool" ] && { cnitool="$d/cnitool"; break; }; done
+[ -n "$cnitool" ] || { echo "$me: cnitool not found in CNI_PATH $CNI_PATH" >&2; exit 1; }
 
-conf="$top/testdata/loopback.conf"
+default_net=0
+if [ -z "${NETCONFPATH:-}" ]; then
+  NETCONFPATH=/etc/cni/net.d
+  if ! compgen -G "$NETCONFPATH/*.conf" >/dev/null && ! compgen -G "$NETCONFPATH/*.conflist" >/dev/null \
+    && ! compgen -G "$NETCONFPATH/*.json" >/dev/null; then
+    NETCONFPATH="$top/testdata/default"
+  fi
+fi
+[ "$NETCONFPATH" = "$top/testdata/default" ] && default_net=1
+export NETCONFPATH
+
+# Read the networks before making anything: a broken configuration stops here.
+networks=$("$cnitool" list) || exit 1
+[ -n "$networks" ] || { echo "$me: no network configuration in $NETCONFPATH" >&2; exit 1; }
+
+# What the default network makes on the host beyond the attachment (its
+# bridge, forwarding, host-local's directory) goes again afterwards if it
+# was not there before, so the machine is left as it was found.
+bridge_existed=1 forward_was=1 ipam_existed=1 results_existed=1 cni_existed=1
+if [ "$default_net" = 1 ]; then
+  ip link show cni-default0 >/dev/null 2>&1 || bridge_existed=0
+  forward_was=$(cat /proc/sys/net/ipv4/ip_forward)
+  [ -e /var/lib/cni/networks/cni-default ] || ipam_existed=0
+  [ -e /var/lib/cni/results ] || results_existed=0
+  [ -e /var/lib/cni ] || cni_existed=0
+fi
+
 netns="cni-$$-$RANDOM"
 nspath="/run/netns/$netns"
 ip netns add "$netns"
+attached=()
 
-plugin() { # VERB
-  CNI_COMMAND=$1 CNI_CONTAINERID="$netns" CNI_NETNS="$nspath" CNI_IFNAME=lo \
-    "$CNI_PATH/loopback" < "$conf"
-}
 cleanup() {
-  plugin DEL || echo "priv-net-run.sh: DEL failed for $netns" >&2
-  ip netns del "$netns"
+  local status=$? i name ifname
+  trap - EXIT INT TERM
+  for ((i = ${#attached[@]} - 1; i >= 0; i--)); do
+    read -r name ifname <<< "${attached[$i]}"
+    CNI_IFNAME=$ifname "$cnitool" del "$name" "$nspath" || status=1
+  done
+  ip netns del "$netns" || status=1
+  if [ "$default_net" = 1 ]; then
+    if [ "$bridge_existed" = 0 ] && [ -z "$(ip link show master cni-default0 2>/dev/null)" ]; then
+      ip link del cni-default0 2>/dev/null || true
+      echo "$forward_was" > /proc/sys/net/ipv4/ip_forward
+    fi
+    if [ "$ipam_existed" = 0 ] && ! compgen -G "/var/lib/cni/networks/cni-default/[0-9a-f]*[.:]*" >/dev/null; then
+      rm -rf /var/lib/cni/networks/cni-default
+      rmdir /var/lib/cni/networks 2>/dev/null || true
+    fi
+    [ "$results_existed" = 1 ] || rmdir /var/lib/cni/results 2>/dev/null || true
+    [ "$cni_existed" = 1 ] || rmdir /var/lib/cni 2>/dev/null || true
+  fi
+  exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-plugin ADD >/dev/null
+eth=0
+while IFS=$'\t' read -r name types _file; do
+  if [ "$types" = loopback ]; then ifname=lo; else ifname="eth$eth"; eth=$((eth + 1)); fi
+  CNI_IFNAME=$ifname "$cnitool" add "$name" "$nspath" >/dev/null
+  attached+=("$name $ifname")
+done <<< "$networks"
+
 status=0
 ip netns exec "$netns" "$@" || status=$?
 exit "$status"
