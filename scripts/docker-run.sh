@@ -20,8 +20,13 @@ read -ra docker <<< "${DOCKER:-docker}"
 command -v "${docker[0]}" >/dev/null || { echo "$me: ${docker[0]} not found" >&2; exit 1; }
 
 if [ -z "${CNI_PATH:-}" ]; then
-  (cd "$top" && cargo build --release --quiet --workspace --bins)
-  CNI_PATH="${CARGO_TARGET_DIR:-$top/target}/release"
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # Under sudo, build as the user (their toolchain, their target/).
+    CNI_PATH=$(sudo -u "$SUDO_USER" -H bash -lc 'cd "$1" && scripts/build.sh' build "$top")
+  else
+    command -v cargo >/dev/null || { echo "$me: cargo not found; build with scripts/build.sh and set CNI_PATH" >&2; exit 1; }
+    CNI_PATH=$("$top/scripts/build.sh")
+  fi
 fi
 export CNI_PATH
 cnitool=""

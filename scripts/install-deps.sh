@@ -7,14 +7,15 @@
 # iproute2 (ip), util-linux (unshare, nsenter), iptables and nftables (the
 # masquerade backends), iputils-ping (packets crossing in tests),
 # containernetworking-plugins (the reference plugins, for comparison tests
-# and benchmarks, in /usr/lib/cni), busybox-static and runc (end-to-end tests),
-# hyperfine (benchmarks).
+# and benchmarks, in /usr/lib/cni), busybox-static, runc and docker.io
+# (end-to-end tests; the tests start their own dockerd), hyperfine (benchmarks).
 set -euo pipefail
 
 declare -A need=(
   [ip]=iproute2 [unshare]=util-linux [nsenter]=util-linux
   [iptables]=iptables [ip6tables]=iptables [iptables-restore]=iptables [nft]=nftables
   [ping]=iputils-ping [busybox]=busybox-static [runc]=runc [hyperfine]=hyperfine
+  [dockerd]=docker.io
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -35,4 +36,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps.sh: installing ${missing[*]}" >&2
 $sudo apt-get update -qq
+# docker.io's maintainer scripts start the system's Docker daemon, which
+# would take over the host's network (docker0, iptables); the tests run
+# their own. A policy-rc.d that refuses service starts prevents that.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -6,7 +6,8 @@
 # Networks: NETCONFPATH if set, else /etc/cni/net.d when it holds any
 # configuration, else the suite's default in testdata/default (a bridge
 # cni-default0 with host-local on 10.207.41.0/24 and masquerade, and lo).
-# Plugins: CNI_PATH if set, else this checkout's release build (built here).
+# Plugins: CNI_PATH if set, else this checkout's release build (built here
+# by scripts/build.sh).
 # cnitool: the one in CNI_PATH, else the checkout's. A network made only of
 # loopback gets lo; the others get eth0, eth1, ... in the order cnitool
 # lists them. CMD's exit code is the script's.
@@ -18,8 +19,13 @@ me=priv-net-run.sh
 
 "$top/scripts/install-deps.sh"
 if [ -z "${CNI_PATH:-}" ]; then
-  (cd "$top" && cargo build --release --quiet --workspace --bins)
-  CNI_PATH="${CARGO_TARGET_DIR:-$top/target}/release"
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # Under sudo, build as the user (their toolchain, their target/).
+    CNI_PATH=$(sudo -u "$SUDO_USER" -H bash -lc 'cd "$1" && scripts/build.sh' build "$top")
+  else
+    command -v cargo >/dev/null || { echo "$me: cargo not found; build with scripts/build.sh and set CNI_PATH" >&2; exit 1; }
+    CNI_PATH=$("$top/scripts/build.sh")
+  fi
 fi
 export CNI_PATH
 cnitool=""
