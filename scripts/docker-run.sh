@@ -81,6 +81,12 @@ while IFS=$'\t' read -r name types _file; do
   attached+=("$name $ifname")
 done <<< "$networks"
 
+# CMD runs in the background so that a signal to this script is handled at
+# once (bash runs traps only between foreground commands); stdin stays CMD's.
+"${docker[@]}" run --net="container:$holder" "$@" <&0 &
+child=$!
+trap 'kill -INT "$child" 2>/dev/null; wait "$child"; exit 130' INT
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
 status=0
-"${docker[@]}" run --net="container:$holder" "$@" || status=$?
+wait "$child" || status=$?
 exit "$status"

@@ -52,13 +52,18 @@ networks=$("$cnitool" list) || exit 1
 # bridge, forwarding, host-local's directory) goes again afterwards if it
 # was not there before, so the machine is left as it was found.
 bridge_existed=1 forward_was=1 ipam_existed=1 results_existed=1 cni_existed=1
+nat_existed=1 netns_dir_existed=1
 if [ "$default_net" = 1 ]; then
   ip link show cni-default0 >/dev/null 2>&1 || bridge_existed=0
   forward_was=$(cat /proc/sys/net/ipv4/ip_forward)
   [ -e /var/lib/cni/networks/cni-default ] || ipam_existed=0
   [ -e /var/lib/cni/results ] || results_existed=0
   [ -e /var/lib/cni ] || cni_existed=0
+  # iptables-nft makes the nat table for the masquerade rule; DEL removes
+  # the rule and leaves the empty table.
+  if command -v nft >/dev/null && ! nft list table ip nat >/dev/null 2>&1; then nat_existed=0; fi
 fi
+[ -e /run/netns ] || netns_dir_existed=0
 
 netns="cni-$$-$RANDOM"
 nspath="/run/netns/$netns"
@@ -73,6 +78,11 @@ cleanup() {
     CNI_IFNAME=$ifname "$cnitool" del "$name" "$nspath" || status=1
   done
   ip netns del "$netns" || status=1
+  # `ip netns add` made /run/netns a mount point of its own.
+  if [ "$netns_dir_existed" = 0 ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns 2>/dev/null || true
+    rmdir /run/netns 2>/dev/null || true
+  fi
   if [ "$default_net" = 1 ]; then
     if [ "$bridge_existed" = 0 ] && [ -z "$(ip link show master cni-default0 2>/dev/null)" ]; then
       ip link del cni-default0 2>/dev/null || true
@@ -81,6 +91,9 @@ cleanup() {
     if [ "$ipam_existed" = 0 ] && ! compgen -G "/var/lib/cni/networks/cni-default/[0-9a-f]*[.:]*" >/dev/null; then
       rm -rf /var/lib/cni/networks/cni-default
       rmdir /var/lib/cni/networks 2>/dev/null || true
+    fi
+    if [ "$nat_existed" = 0 ] && ! nft list table ip nat 2>/dev/null | grep -qvE '^\s*(table|chain|type|\}|$)'; then
+      nft delete table ip nat 2>/dev/null || true
     fi
     [ "$results_existed" = 1 ] || rmdir /var/lib/cni/results 2>/dev/null || true
     [ "$cni_existed" = 1 ] || rmdir /var/lib/cni 2>/dev/null || true
@@ -98,6 +111,12 @@ while IFS=$'\t' read -r name types _file; do
   attached+=("$name $ifname")
 done <<< "$networks"
 
+# CMD runs in the background so that a signal to this script is handled at
+# once (bash runs traps only between foreground commands); stdin stays CMD's.
+ip netns exec "$netns" "$@" <&0 &
+child=$!
+trap 'kill -INT "$child" 2>/dev/null; wait "$child"; exit 130' INT
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
 status=0
-ip netns exec "$netns" "$@" || status=$?
+wait "$child" || status=$?
 exit "$status"

@@ -53,7 +53,6 @@ fn test_default_network_add_check_del() {
 /// these files).
 #[test]
 fn test_every_testdata_configuration_runs() {
-    let Some(w) = World::new() else { return };
     let mut files = Vec::new();
     for dir in [repo().join("testdata"), repo().join("testdata/default")] {
         for name in list_dir(&dir) {
@@ -83,9 +82,8 @@ fn test_every_testdata_configuration_runs() {
             continue;
         }
         let name = body["name"].as_str().unwrap();
-        for old in list_dir(&w.netconf) {
-            std::fs::remove_file(w.netconf.join(old)).unwrap();
-        }
+        // Each file in namespaces of its own: files may share bridge names.
+        let Some(w) = World::new() else { return };
         std::fs::copy(file, w.netconf.join(file.file_name().unwrap())).unwrap();
         let ifname = if types == ["loopback"] { "lo" } else { "eth0" };
         let env = [("CNI_IFNAME", ifname)];

@@ -179,7 +179,7 @@ fn test_runc_container_dual_stack() {
     del.ok();
     assert!(w.reserved("dual-stack").is_empty(), "address not released");
     assert!(w.cached().is_empty());
-    assert!(w.host_links_besides(&["cni-dual0"]).is_empty());
+    assert!(w.host_links_besides(&["cni-ds0"]).is_empty());
     let listed = runc(&w, &root, &["list", "-q"]);
     assert!(String::from_utf8_lossy(&listed.stdout).trim().is_empty());
 }
