@@ -225,6 +225,18 @@ fn test_priv_net_run_prints_the_namespace() {
     let line = out.one_line_error();
     assert!(line.contains("10-x.conflist"), "{line}");
 
+    // A plugin missing from CNI_PATH: one line from cnitool, nothing made.
+    let lonely = w.sb.dir.path().join("lonely-bin");
+    std::fs::create_dir(&lonely).unwrap();
+    std::fs::copy(common::CNITOOL, lonely.join("cnitool")).unwrap();
+    let out = w.run(
+        script,
+        &["true"],
+        &[env[0], ("CNI_PATH", lonely.to_str().unwrap())],
+    );
+    let line = out.one_line_error();
+    assert!(line.contains("\"bridge\" not found"), "{line}");
+
     assert!(
         w.host_links_besides(&[]).is_empty(),
         "{:?}",
@@ -400,6 +412,15 @@ fn test_docker_run_script() {
         &env,
     );
     assert_eq!(out.code, 1, "{}", out.stderr);
+
+    // No local image among the arguments: one line, no holder.
+    let out = w.run(
+        script.to_str().unwrap(),
+        &["--rm", "no-such-image", "true"],
+        &env,
+    );
+    let line = out.one_line_error();
+    assert!(line.contains("no local image"), "{line}");
 
     let ps = docker(&daemon, &["ps", "-aq"]);
     assert!(
