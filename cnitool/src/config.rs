@@ -227,17 +227,22 @@ pub fn load_all(dir: &Path) -> Result<Vec<NetworkList>, Failure> {
     Ok(out)
 }
 
+/// The network named `name` in `dir`, if there is one.
+pub fn find(dir: &Path, name: &str) -> Result<Option<NetworkList>, Failure> {
+    Ok(load_all(dir)?.into_iter().find(|n| n.name == name))
+}
+
 /// The network named `name` in `dir`.
 pub fn load(dir: &Path, name: &str) -> Result<NetworkList, Failure> {
-    load_all(dir)?
-        .into_iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| {
-            Failure(format!(
-                "no network named {name:?} in {} (NETCONFPATH); `cnitool list` shows the networks there",
-                dir.display()
-            ))
-        })
+    find(dir, name)?.ok_or_else(|| not_found(dir, name))
+}
+
+/// The error for a network that is not in `dir`.
+pub fn not_found(dir: &Path, name: &str) -> Failure {
+    Failure(format!(
+        "no network named {name:?} in {} (NETCONFPATH); `cnitool list` shows the networks there",
+        dir.display()
+    ))
 }
 
 #[cfg(test)]

@@ -46,9 +46,15 @@ fn run(args: &[String]) -> Result<(), Failure> {
             Ok(())
         }
         ("add" | "check" | "del", 3) => {
-            let list = config::load(&settings.netconf_path, &args[1])?;
             let att = settings.attachment(&args[2], verb != "del")?;
             let rt = settings.runtime();
+            let list = match config::find(&settings.netconf_path, &args[1])? {
+                Some(list) => list,
+                None if verb == "del" => rt
+                    .cached_list(&args[1], &att)
+                    .ok_or_else(|| config::not_found(&settings.netconf_path, &args[1]))?,
+                None => return Err(config::not_found(&settings.netconf_path, &args[1])),
+            };
             match verb {
                 "add" => {
                     let result = rt.add(&list, &att)?;

@@ -309,6 +309,19 @@ impl Runtime {
         Ok((version, prev))
     }
 
+    /// The network list an attachment was added with, from its cache entry:
+    /// DEL uses it when the configuration file has gone since (as CRI-O does).
+    pub fn cached_list(&self, network: &str, att: &Attachment) -> Option<NetworkList> {
+        let entry = self.cache.read(network, &att.container_id, &att.ifname)?;
+        let bytes = crate::cache::unbase64(&entry.config)?;
+        let file = self.cache.path(network, &att.container_id, &att.ifname);
+        // libcni caches a single configuration run on its own as it is.
+        NetworkList::from_conflist(&bytes, &file)
+            .or_else(|_| NetworkList::from_conf(&bytes, &file))
+            .ok()
+            .filter(|l| l.name == network)
+    }
+
     /// DEL: detaches and forgets the cached result.
     pub fn del(&self, list: &NetworkList, att: &Attachment) -> Result<(), Failure> {
         let bins = self.binaries(list)?;

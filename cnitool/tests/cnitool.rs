@@ -39,12 +39,21 @@ fn test_default_network_add_check_del() {
     w.cnitool(&["check", "cni-default", w.container()], &[])
         .ok();
     w.cnitool(&["status", "cni-default"], &[]).ok();
+    // DEL works from the cached configuration once the file is gone.
+    std::fs::remove_file(w.netconf.join("10-cni-default.conflist")).unwrap();
     w.cnitool(&["del", "cni-default", w.container()], &[]).ok();
     assert!(w.cached().is_empty());
     assert!(w.reserved("cni-default").is_empty());
     assert!(w.sb.container.link("eth0").is_none());
     assert!(w.host_links_besides(&["cni-default0"]).is_empty());
-    // A second DEL succeeds: nothing left to remove.
+    // Without the file or a cache entry, the network is unknown.
+    let line = w
+        .cnitool(&["del", "cni-default", w.container()], &[])
+        .one_line_error()
+        .to_string();
+    assert!(line.contains("no network named"), "{line}");
+    // With the file back, a second DEL succeeds: nothing left to remove.
+    w.use_testdata("default/10-cni-default.conflist");
     w.cnitool(&["del", "cni-default", w.container()], &[]).ok();
 }
 
