@@ -213,6 +213,35 @@ fn test_priv_net_run_prints_the_namespace() {
     let out = w.run(script, &["sh", "-c", "exit 3"], &env);
     assert_eq!(out.code, 3, "{}", out.stderr);
 
+    // SIGTERM while CMD runs: CMD is stopped, everything is removed.
+    let mut child = w
+        .command(script, &["sleep", "60"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("cni-{}-", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !common::list_dir(Path::new("/run/netns"))
+        .iter()
+        .any(|n| n.starts_with(&prefix))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "priv-net-run.sh made no namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let it reach CMD (a TERM while it attaches is handled the same way).
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+
     // A broken configuration: one line, nothing made.
     let broken = w.sb.dir.path().join("broken.d");
     std::fs::create_dir(&broken).unwrap();

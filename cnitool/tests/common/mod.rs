@@ -92,6 +92,19 @@ impl World {
     /// Runs `program args` in the host namespace, `/var/lib` a private
     /// tmpfs with `/var/lib/cni` bound to the state directory.
     pub fn run(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = self
+            .command(program, args, env)
+            .output()
+            .expect("run unshare");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command [`World::run`] runs; its process becomes `program`.
+    pub fn command(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(
@@ -106,12 +119,7 @@ impl World {
             .envs(env.iter().copied())
             .stdin(Stdio::null());
         in_netns(&mut cmd, self.sb.host.ns());
-        let out = cmd.output().expect("run unshare");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 
     pub fn cnitool(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
