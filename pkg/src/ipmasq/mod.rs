@@ -113,56 +113,69 @@ impl std::fmt::Display for Target<'_> {
     }
 }
 
-/// Masquerades traffic from each of `addrs` (addresses with their prefix,
-/// `10.1.0.5/24`) to anything outside its own subnet, `exclude` and
-/// multicast. `backend` `None` picks iptables when it works here, else
-/// nftables; finding out costs no extra process (the iptables form reads
-/// the `nat` table first anyway). Repeating a setup changes nothing. When
-/// it fails, nothing it wrote stays. No addresses: nothing to do.
-pub fn setup(
-    backend: Option<Backend>,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    addrs: &[IpNet],
-    exclude: &[IpNet],
-) -> crate::Result<()> {
-    if addrs.is_empty() {
-        return Ok(());
-    }
-    let t = Target {
-        network,
-        container_id,
-        ifname,
-    };
-    by_backend(
-        backend,
-        |auto| iptables::setup(t, addrs, exclude, auto),
-        || nftables::setup(t, addrs, exclude),
-    )
+/// A setup or check of the iptables form; `true` lets it decline (`Ok(false)`)
+/// when iptables does not work here.
+type IptablesStep = fn(Target, &[IpNet], &[IpNet], bool) -> Result<bool, Error>;
+/// A setup or check of the nftables form.
+type NftablesStep = fn(Target, &[IpNet], &[IpNet]) -> Result<(), Error>;
+
+/// One attachment's masquerade: whose it is, the addresses to masquerade
+/// (with their prefix, `10.1.0.5/24`: traffic to the own subnet is not
+/// masqueraded) and destinations to leave alone besides multicast.
+#[derive(Debug, Clone, Copy)]
+pub struct Masquerade<'a> {
+    /// `None` picks iptables when it works here, else nftables.
+    pub backend: Option<Backend>,
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    pub addrs: &'a [IpNet],
+    pub exclude: &'a [IpNet],
 }
 
-/// Runs the iptables form, or the nftables form: as `backend` says, or
-/// (`None`) iptables when it works here, else nftables. The iptables form
-/// is told whether it may decline (`true`: it returns `false` when iptables
-/// does not work, instead of failing).
-fn by_backend(
-    backend: Option<Backend>,
-    iptables: impl FnOnce(bool) -> Result<bool, Error>,
-    nftables: impl FnOnce() -> Result<(), Error>,
-) -> crate::Result<()> {
-    match backend {
-        Some(Backend::Nftables) => nftables()?,
-        Some(Backend::Iptables) => {
-            iptables(false)?;
+impl Masquerade<'_> {
+    /// Writes the rules in one batch per family (iptables) or one
+    /// transaction (nftables). Finding out which backend works costs no
+    /// extra process (the iptables form reads the `nat` table first
+    /// anyway). Repeating a setup changes nothing. When it fails, nothing it
+    /// wrote stays. No addresses: nothing to do.
+    pub fn setup(&self) -> crate::Result<()> {
+        self.by_backend(iptables::setup, nftables::setup)
+    }
+
+    /// Fails, naming the rule, when a rule [`Masquerade::setup`] writes is
+    /// missing; checks the form setup would pick.
+    pub fn check(&self) -> crate::Result<()> {
+        self.by_backend(iptables::check, nftables::check)
+    }
+
+    /// Runs the iptables form or the nftables form, as `backend` says, or
+    /// (`None`) iptables when it works here, else nftables. The iptables
+    /// form is told whether it may decline (`true`: it returns `false` when
+    /// iptables does not work, instead of failing).
+    fn by_backend(&self, iptables: IptablesStep, nftables: NftablesStep) -> crate::Result<()> {
+        if self.addrs.is_empty() {
+            return Ok(());
         }
-        None => {
-            if !iptables(true)? {
-                nftables()?;
+        let t = Target {
+            network: self.network,
+            container_id: self.container_id,
+            ifname: self.ifname,
+        };
+        let (addrs, exclude) = (self.addrs, self.exclude);
+        match self.backend {
+            Some(Backend::Nftables) => nftables(t, addrs, exclude)?,
+            Some(Backend::Iptables) => {
+                iptables(t, addrs, exclude, false)?;
+            }
+            None => {
+                if !iptables(t, addrs, exclude, true)? {
+                    nftables(t, addrs, exclude)?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Removes the masquerade of one attachment in both forms, found from the
@@ -185,31 +198,6 @@ pub fn teardown(network: &str, container_id: &str, ifname: &str) -> crate::Resul
     Ok(Error::several(
         [ipt.err(), nft.err()].into_iter().flatten().collect(),
     )?)
-}
-
-/// Fails, naming the rule, when a rule [`setup`] writes for these arguments
-/// is missing. `backend` `None` checks the form [`setup`] would pick.
-pub fn check(
-    backend: Option<Backend>,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    addrs: &[IpNet],
-    exclude: &[IpNet],
-) -> crate::Result<()> {
-    if addrs.is_empty() {
-        return Ok(());
-    }
-    let t = Target {
-        network,
-        container_id,
-        ifname,
-    };
-    by_backend(
-        backend,
-        |auto| iptables::check(t, addrs, exclude, auto),
-        || nftables::check(t, addrs, exclude),
-    )
 }
 
 /// Removes the masquerade of every attachment of `network` not in `valid`,
@@ -407,8 +395,20 @@ mod tests {
     #[test]
     fn test_setup_and_check_without_addresses_do_nothing() {
         // Returns before running any tool: nothing to masquerade.
-        assert!(setup(None, "n", "c", "eth0", &[], &[]).is_ok());
-        assert!(check(Some(Backend::Nftables), "n", "c", "eth0", &[], &[]).is_ok());
+        let nothing = Masquerade {
+            backend: None,
+            network: "n",
+            container_id: "c",
+            ifname: "eth0",
+            addrs: &[],
+            exclude: &[],
+        };
+        assert!(nothing.setup().is_ok());
+        let nft = Masquerade {
+            backend: Some(Backend::Nftables),
+            ..nothing
+        };
+        assert!(nft.check().is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use pkg::invoke::Running;
-use pkg::ipmasq::{self, Backend};
+use pkg::ipmasq::{self, Backend, Masquerade};
 use pkg::netlink::{self, format_mac, random_mac, Link, Netlink, VethPair};
 use pkg::skel::{Call, Plugin};
 use pkg::spec::{Code, Interface, NetResult, Route};
@@ -192,14 +192,7 @@ async fn add(
         if conf.ip_masq {
             let addrs: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
             undo.masq = true;
-            ipmasq::setup(
-                masq_backend(conf),
-                &call.conf.name,
-                &call.container_id,
-                &call.ifname,
-                &addrs,
-                &[],
-            )?;
+            masquerade(conf, call, &addrs).setup()?;
         }
     } else if !conf.disable_container_interface {
         ctr.set_up(&ctr_link).await?;
@@ -474,11 +467,19 @@ fn enable_forwarding(gw: IpAddr) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn masq_backend(conf: &Conf) -> Option<Backend> {
-    match conf.ip_masq_backend.as_deref() {
-        Some("nftables") => Some(Backend::Nftables),
-        Some("iptables") => Some(Backend::Iptables),
-        _ => None,
+/// The masquerade of this call's attachment for `addrs`.
+pub(crate) fn masquerade<'a>(conf: &Conf, call: &'a Call, addrs: &'a [IpNet]) -> Masquerade<'a> {
+    Masquerade {
+        backend: match conf.ip_masq_backend.as_deref() {
+            Some("nftables") => Some(Backend::Nftables),
+            Some("iptables") => Some(Backend::Iptables),
+            _ => None,
+        },
+        network: &call.conf.name,
+        container_id: &call.container_id,
+        ifname: &call.ifname,
+        addrs,
+        exclude: &[],
     }
 }
 

@@ -1,6 +1,5 @@
 //! CHECK: the attachment is as ADD left it, according to `prevResult`.
 
-use pkg::ipmasq;
 use pkg::netlink::{self, Netlink};
 use pkg::skel::Call;
 use pkg::spec::Code;
@@ -110,14 +109,7 @@ pub async fn check(conf: &Conf, call: &Call) -> Result<()> {
     }
     if conf.ip_masq {
         let addrs: Vec<_> = ours.iter().map(|ip| ip.address).collect();
-        ipmasq::check(
-            crate::bridge::masq_backend(conf),
-            &call.conf.name,
-            &call.container_id,
-            &call.ifname,
-            &addrs,
-            &[],
-        )?;
+        crate::bridge::masquerade(conf, call, &addrs).check()?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use pkg::ipmasq::{self, Backend};
+use pkg::ipmasq::{self, Backend, Masquerade};
 use pkg::skel::{Call, Plugin};
 use pkg::spec::{Code, NetResult};
 use pkg::{Error, Result};
@@ -22,6 +22,18 @@ pub struct Conf {
 }
 
 pub struct IpMasq;
+
+/// The masquerade of this call's attachment for `addrs`.
+fn masquerade<'a>(conf: &'a Conf, call: &'a Call, addrs: &'a [IpNet]) -> Masquerade<'a> {
+    Masquerade {
+        backend: conf.backend,
+        network: &call.conf.name,
+        container_id: &call.container_id,
+        ifname: &call.ifname,
+        addrs,
+        exclude: &conf.exclude,
+    }
+}
 
 /// The `prevResult` and its addresses (with prefix), which ADD and CHECK
 /// act on: a chained plugin with nothing before it is misconfigured.
@@ -50,14 +62,7 @@ impl Plugin for IpMasq {
     async fn add(&self, call: &Call) -> Result<NetResult> {
         let conf: Conf = call.conf.plugin_fields()?;
         let (prev, addrs) = prev_addresses(call)?;
-        ipmasq::setup(
-            conf.backend,
-            &call.conf.name,
-            &call.container_id,
-            &call.ifname,
-            &addrs,
-            &conf.exclude,
-        )?;
+        masquerade(&conf, call, &addrs).setup()?;
         Ok(prev)
     }
 
@@ -70,14 +75,7 @@ impl Plugin for IpMasq {
     async fn check(&self, call: &Call) -> Result<()> {
         let conf: Conf = call.conf.plugin_fields()?;
         let (_, addrs) = prev_addresses(call)?;
-        ipmasq::check(
-            conf.backend,
-            &call.conf.name,
-            &call.container_id,
-            &call.ifname,
-            &addrs,
-            &conf.exclude,
-        )
+        masquerade(&conf, call, &addrs).check()
     }
 
     async fn gc(&self, call: &Call) -> Result<()> {
