@@ -82,6 +82,46 @@ pub fn spawn(
     Ok(Running { child, name })
 }
 
+/// A plugin being started on a thread of its own, for [`start`].
+pub struct Pending(std::thread::JoinHandle<Result<Running>>);
+
+/// Like [`spawn`], but returns at once: spawning blocks the thread that
+/// does it until the kernel has loaded the new program (`posix_spawn` is a
+/// vfork), most of a millisecond that the caller spends on its own work
+/// instead (a bridge ADD makes its links while the IPAM plugin starts).
+pub fn start(binary: &Path, command: &str, extra_env: &[(&str, &str)], stdin: &[u8]) -> Pending {
+    let binary = binary.to_path_buf();
+    let command = command.to_string();
+    let env: Vec<(String, String)> = extra_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.to_vec();
+    Pending(std::thread::spawn(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        spawn(&binary, &command, &env, &stdin)
+    }))
+}
+
+impl Pending {
+    fn started(self) -> Result<Running> {
+        match self.0.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// As [`Running::wait`].
+    pub fn wait(self) -> Result<Vec<u8>> {
+        self.started()?.wait()
+    }
+
+    /// As [`Running::wait_result`].
+    pub fn wait_result(self, version: Version) -> Result<NetResult> {
+        self.started()?.wait_result(version)
+    }
+}
+
 #[derive(Deserialize)]
 struct ErrorJson {
     #[serde(default)]
@@ -175,6 +215,16 @@ mod tests {
         let r = spawn(&p, "/24", &[], b"10.0.0.9\n").unwrap();
         let result = r.wait_result(Version::V1_0_0).unwrap();
         assert_eq!(result.ips[0].address.to_string(), "10.0.0.9/24");
+    }
+
+    #[test]
+    fn test_start_runs_the_plugin_in_the_background() {
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "cat-back", "cat");
+        let out = start(&p, "ADD", &[], b"{\"x\":1}").wait().unwrap();
+        assert_eq!(out, b"{\"x\":1}");
+        let missing = start(&d.path().join("gone"), "ADD", &[], b"");
+        assert!(missing.wait().unwrap_err().to_string().contains("gone"));
     }
 
     #[test]

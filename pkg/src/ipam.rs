@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::invoke::{self, Running};
+use crate::invoke::{self, Pending};
 use crate::netlink::{Link, Netlink};
 use crate::skel::Call;
 use crate::spec::NetResult;
@@ -26,15 +26,17 @@ pub fn plugin(call: &Call) -> Result<Option<PathBuf>> {
     }
 }
 
-/// Starts the IPAM plugin with `command`; the caller collects it with
-/// [`Running::wait`] or [`Running::wait_result`].
-pub fn start(binary: &Path, call: &Call, command: &str) -> Result<Running> {
-    invoke::spawn(binary, command, &[], &call.stdin)
+/// Starts the IPAM plugin with `command` in the background; the caller
+/// collects it with [`Pending::wait`] or [`Pending::wait_result`].
+pub fn start(binary: &Path, call: &Call, command: &str) -> Pending {
+    invoke::start(binary, command, &[], &call.stdin)
 }
 
 /// Runs the IPAM plugin with `command` and waits for it.
 pub fn exec(binary: &Path, call: &Call, command: &str) -> Result<()> {
-    start(binary, call, command)?.wait().map(drop)
+    invoke::spawn(binary, command, &[], &call.stdin)?
+        .wait()
+        .map(drop)
 }
 
 /// Applies `result`'s addresses (those for interface `index`, or with no

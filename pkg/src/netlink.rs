@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::BridgeVlanInfoFlags;
+use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, BridgeVlanInfoFlags, In6AddrGenMode};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -134,6 +134,18 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
+/// A connection with `NETLINK_GET_STRICT_CHK`: the kernel then honours the
+/// filters of a dump (addresses of one link, routes of one interface)
+/// instead of sending the whole namespace's, which grows with every
+/// container on the host.
+fn connect() -> std::io::Result<(
+    rtnetlink::proto::Connection<netlink_packet_route::RouteNetlinkMessage>,
+    Handle,
+)> {
+    let (conn, handle, _) = rtnetlink::new_connection_with_strict_check()?;
+    Ok((conn, handle))
+}
+
 /// A netlink socket bound to one network namespace.
 pub struct Netlink {
     handle: Handle,
@@ -143,7 +155,7 @@ impl Netlink {
     /// A socket in the calling thread's namespace. Must be called from
     /// inside the tokio runtime, which drives the connection.
     pub fn open() -> Result<Netlink, Error> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        let (conn, handle) = connect().map_err(Error::Socket)?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -210,23 +222,29 @@ impl Netlink {
 
     /// The addresses on the link, with their prefix lengths.
     pub async fn addresses(&self, link: &Link) -> Result<Vec<IpNet>, Error> {
+        Ok(self
+            .address_messages(link)
+            .await?
+            .iter()
+            .filter_map(address_of)
+            .collect())
+    }
+
+    /// The kernel's address messages of one link. The index goes in the
+    /// request header, where a strict-check socket makes the kernel filter:
+    /// otherwise it sends every address of the namespace (one more per
+    /// container on a busy host) and rtnetlink drops the others here.
+    async fn address_messages(&self, link: &Link) -> Result<Vec<AddressMessage>, Error> {
         let mut req = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(link.index)
-            .execute();
-        let mut out = Vec::new();
-        while let Some(msg) = req
-            .try_next()
+            .set_link_index_filter(link.index);
+        req.message_mut().header.index = link.index;
+        req.execute()
+            .try_collect()
             .await
-            .map_err(fail("list addresses of link", format!("{:?}", link.name)))?
-        {
-            if let Some(net) = address_of(&msg) {
-                out.push(net);
-            }
-        }
-        Ok(out)
+            .map_err(fail("list addresses of link", format!("{:?}", link.name)))
     }
 
     /// The link with index `index`.
@@ -281,9 +299,9 @@ impl Netlink {
     }
 
     /// Creates a veth pair in one request: `pair.host` in this socket's
-    /// namespace (up, and a port of `pair.master` if given), its peer named
-    /// `pair.peer` directly in `pair.peer_ns`. Both ends get `pair.mtu` and
-    /// their MACs. `Error::Exists` when either name is taken.
+    /// namespace (a port of `pair.master` if given; still down), its peer
+    /// named `pair.peer` directly in `pair.peer_ns`. Both ends get
+    /// `pair.mtu` and their MACs. `Error::Exists` when either name is taken.
     pub async fn create_veth(&self, pair: &VethPair<'_>) -> Result<(), Error> {
         let mut peer = LinkUnspec::new_with_name(pair.peer).address(pair.peer_mac.to_vec());
         if let Some(mtu) = pair.mtu {
@@ -293,8 +311,7 @@ impl Netlink {
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(pair.host.to_string())
             .address(pair.host_mac.to_vec())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .up();
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
         if let Some(mtu) = pair.mtu {
             host = host.mtu(mtu);
         }
@@ -310,6 +327,45 @@ impl Netlink {
                 "create veth",
                 format!("{:?} (peer {:?})", pair.host, pair.peer),
             ))
+    }
+
+    /// Brings up the bridge port `name` without IPv6 addresses of its own
+    /// (`addrgenmode none`): a port needs none, and the link-local address's
+    /// duplicate detection, MLD and router solicitations would be flooded to
+    /// every other port of the bridge, a cost that grows with each container.
+    /// Kernels without IPv6 refuse the setting; the port then just comes up.
+    pub async fn set_port_up(&self, name: &str) -> Result<(), Error> {
+        let no_ll =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]);
+        let msg = LinkUnspec::new_with_name(name)
+            .up()
+            .append_extra_attribute(no_ll)
+            .build();
+        let what = format!("{name:?}");
+        match self
+            .handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(fail("set up bridge port", what.clone()))
+        {
+            Err(Error::Kernel {
+                errno: nix::errno::Errno::EAFNOSUPPORT,
+                ..
+            }) => {
+                let msg = LinkUnspec::new_with_name(name).up().build();
+                self.handle
+                    .link()
+                    .set(msg)
+                    .execute()
+                    .await
+                    .map_err(fail("set up bridge port", what))
+            }
+            other => other,
+        }
     }
 
     /// Sets bridge port flags of `port`: hairpin (reflect frames back out
@@ -407,48 +463,26 @@ impl Netlink {
 
     /// Removes `addr` from the link.
     pub async fn del_addr(&self, link: &Link, addr: IpNet) -> Result<(), Error> {
-        let mut req = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute();
-        while let Some(msg) = req
-            .try_next()
-            .await
-            .map_err(fail("list addresses of link", format!("{:?}", link.name)))?
-        {
-            if address_of(&msg) == Some(addr) {
-                return self.handle.address().del(msg).execute().await.map_err(fail(
-                    "delete address",
-                    format!("{addr} from {:?}", link.name),
-                ));
-            }
-        }
-        Ok(())
+        let found = self
+            .address_messages(link)
+            .await?
+            .into_iter()
+            .find(|msg| address_of(msg) == Some(addr));
+        let Some(msg) = found else { return Ok(()) };
+        self.handle.address().del(msg).execute().await.map_err(fail(
+            "delete address",
+            format!("{addr} from {:?}", link.name),
+        ))
     }
 
     /// True while an IPv6 address on the link is still tentative (DAD running).
     pub async fn has_tentative_addr(&self, link: &Link) -> Result<bool, Error> {
-        let mut req = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute();
-        while let Some(msg) = req
-            .try_next()
-            .await
-            .map_err(fail("list addresses of link", format!("{:?}", link.name)))?
-        {
-            let tentative = msg.attributes.iter().any(
+        let tentative = |msg: &AddressMessage| {
+            msg.attributes.iter().any(
                 |a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative)),
-            );
-            if tentative {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            )
+        };
+        Ok(self.address_messages(link).await?.iter().any(tentative))
     }
 
     /// Adds a route through `link`.

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use pkg::invoke::Running;
+use pkg::invoke::Pending;
 use pkg::ipmasq::{self, Backend, Masquerade};
 use pkg::netlink::{self, format_mac, random_mac, Link, Netlink, VethPair};
+use pkg::ns::NetNs;
 use pkg::skel::{Call, Plugin};
 use pkg::spec::{Code, Interface, NetResult, Route};
 use pkg::{ipam, spoofcheck, Error, Result};
@@ -38,7 +39,12 @@ impl Plugin for Bridge {
         let host = Netlink::open()?;
         let ctr = Netlink::open_in(&netns)?;
         let mut undo = Rollback::default();
-        match add(&conf, call, &host, &ctr, ipam_plugin, &mut undo).await {
+        // The IPAM plugin runs while the links are made.
+        if let Some(binary) = &ipam_plugin {
+            undo.ipam_running = Some(ipam::start(binary, call, "ADD"));
+            undo.ipam_binary = ipam_plugin.clone();
+        }
+        match add(&conf, call, &netns, &host, &ctr, &mut undo).await {
             Ok(result) => Ok(result),
             Err(e) => Err(undo.run(call, &host, e).await),
         }
@@ -49,10 +55,7 @@ impl Plugin for Bridge {
         // Three things overlap: the IPAM plugin releases the address and a
         // thread removes the firewall rules while the kernel deletes the
         // veth (tens of milliseconds on its own).
-        let release = match ipam::plugin(call)? {
-            Some(binary) => Some(ipam::start(&binary, call, "DEL")?),
-            None => None,
-        };
+        let release = ipam::plugin(call)?.map(|binary| ipam::start(&binary, call, "DEL"));
         let rules = (conf.ip_masq || conf.mac_spoof_check).then(|| {
             let (conf, call) = (conf.clone(), call.clone());
             std::thread::spawn(move || remove_rules(&conf, &call))
@@ -99,18 +102,14 @@ impl Plugin for Bridge {
 async fn add(
     conf: &Conf,
     call: &Call,
+    netns: &NetNs,
     host: &Netlink,
     ctr: &Netlink,
-    ipam_plugin: Option<PathBuf>,
     undo: &mut Rollback,
 ) -> Result<NetResult> {
-    if let Some(binary) = &ipam_plugin {
-        undo.ipam_running = Some(ipam::start(binary, call, "ADD")?);
-        undo.ipam_binary = ipam_plugin.clone();
-    }
-
     let bridge = ensure_bridge(conf, host, undo).await?;
-    let (host_veth, host_mac, ctr_mac) = create_veth(conf, call, host, ctr, &bridge, undo).await?;
+    let (host_veth, host_mac, ctr_mac) =
+        create_veth(conf, call, netns, host, ctr, &bridge, undo).await?;
     if conf.mac_spoof_check {
         undo.spoofcheck = true;
         spoofcheck::setup(
@@ -257,12 +256,12 @@ async fn ensure_bridge(conf: &Conf, host: &Netlink, undo: &mut Rollback) -> Resu
 async fn create_veth(
     conf: &Conf,
     call: &Call,
+    netns: &NetNs,
     host: &Netlink,
     ctr: &Netlink,
     bridge: &Link,
     undo: &mut Rollback,
 ) -> Result<(String, [u8; 6], [u8; 6])> {
-    let netns = call.container_netns()?;
     let ctr_mac = conf.mac.unwrap_or_else(random_mac);
     for _ in 0..3 {
         let host_name = random_veth_name();
@@ -272,13 +271,14 @@ async fn create_veth(
             host_mac,
             peer: &call.ifname,
             peer_mac: ctr_mac,
-            peer_ns: &netns,
+            peer_ns: netns,
             mtu: conf.mtu,
             master: Some(bridge.index),
         };
         match host.create_veth(&pair).await {
             Ok(()) => {
                 undo.host_veth = Some(host_name.clone());
+                host.set_port_up(&host_name).await?;
                 return Ok((host_name, host_mac, ctr_mac));
             }
             Err(netlink::Error::Exists(_)) => {
@@ -351,6 +351,7 @@ async fn ensure_vlan_gateway_link(
     };
     match host.create_veth(&pair).await {
         Ok(()) => {
+            host.set_port_up(&port_name).await?;
             let port = host.link_by_name(&port_name).await?;
             set_port_vlans(conf, host, &port, Some(vid)).await?;
         }
@@ -526,8 +527,8 @@ fn first_of(errors: Vec<Error>) -> Result<()> {
 #[derive(Default)]
 struct Rollback {
     ipam_binary: Option<PathBuf>,
-    /// The IPAM ADD still running when a later step failed.
-    ipam_running: Option<Running>,
+    /// The IPAM ADD, until its result is taken.
+    ipam_running: Option<Pending>,
     /// The IPAM ADD succeeded: its address must be released.
     ipam_allocated: bool,
     created_bridge: Option<Link>,

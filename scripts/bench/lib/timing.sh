@@ -1,13 +1,14 @@
 # Shared by the benchmarks in scripts/bench/: timing without a process per
 # timestamp ($EPOCHREALTIME), medians, and ratios. Source it; needs $dir.
 
-# timed NAME CMD...: runs CMD (stdout discarded), appends its wall time in
-# microseconds to $dir/times.NAME; a failure stops the benchmark.
+# timed NAME CMD...: runs CMD (output to a file, no subshell, so only CMD's
+# own process is timed), appends its wall time in microseconds to
+# $dir/times.NAME; a failure stops the benchmark.
 timed() {
-  local name=$1 t0 t1 out
+  local name=$1 t0 t1
   shift
   t0=$EPOCHREALTIME
-  out=$("$@" 2>&1) || { echo "bench: $name failed: $out" >&2; exit 1; }
+  "$@" >"$dir/out" 2>&1 || { echo "bench: $name failed: $(cat "$dir/out")" >&2; exit 1; }
   t1=$EPOCHREALTIME
   echo $(( ${t1/./} - ${t0/./} )) >>"$dir/times.$name"
 }
