@@ -119,20 +119,7 @@ fn test_runc_container_dual_stack() {
     // As a runtime does: the namespace gets its network, then the container starts in it.
     let out = w.cnitool(&["add", "dual-stack", w.container()], &[]);
     let result: Value = serde_json::from_str(out.ok()).unwrap();
-    let addrs: Vec<String> = result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| {
-            ip["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let addrs = pkg::testing::result_addresses(&result);
     let v4 = addrs
         .iter()
         .find(|a| a.contains('.'))

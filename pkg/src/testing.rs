@@ -195,6 +195,20 @@ impl Sandbox {
     }
 }
 
+/// The addresses of a result's `ips`, without their prefix lengths
+/// (`["10.1.0.5", "fd00::5"]`), for pinging them.
+pub fn result_addresses(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|ip| ip["address"].as_str())
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Skips the calling test with `reason`, or fails it under `CI=true`.
 pub fn skip_or_fail(reason: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pkg::spec::Version;
-use pkg::testing::{PluginRun, Sandbox, TestNetns};
+use pkg::testing::{result_addresses, PluginRun, Sandbox, TestNetns};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge");
@@ -247,15 +247,7 @@ fn test_bridge_two_containers_ping_dual_stack() {
     let r1 = sb.plugin(BIN).run("ADD", &net.s()).ok();
     let (ctr2, p2) = second(&sb, "ctr2");
     let r2 = p2.run("ADD", &net.s()).ok();
-    let addr = |r: &Value, i: usize| {
-        r["ips"][i]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let addr = |r: &Value, i: usize| result_addresses(r)[i].clone();
     assert_eq!(addr(&r1, 0), "10.10.0.2");
     assert_eq!(addr(&r2, 0), "10.10.0.3");
     assert_eq!(addr(&r1, 1), "fd00:10::2");
@@ -664,13 +656,7 @@ fn test_bridge_documented_examples() {
         assert_eq!(r["interfaces"].as_array().unwrap().len(), 3, "{file}");
         let (ctr2, p2) = second(&sb, "ctr2");
         let r2 = p2.run("ADD", &conf).ok();
-        let other = r2["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let other = result_addresses(&r2)[0].clone();
         assert!(
             ping(&sb.container, &other),
             "{file}: containers reach each other"
